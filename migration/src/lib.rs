@@ -1,0 +1,78 @@
+//! Schema history. Every change is one file with `up` and `down`.
+//!
+//! The first migration creates the original service's four tables only when
+//! they are missing, so a database the original made (tables present, no
+//! migration history) is adopted as it is and brought forward with every row.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_original_tables;
+mod m20250101_000002_time_indexes;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20250101_000001_original_tables::Migration),
+            Box::new(m20250101_000002_time_indexes::Migration),
+        ]
+    }
+}
+
+/// Table and column names shared by several migrations.
+#[derive(DeriveIden, Clone, Copy)]
+pub enum PlatformUsers {
+    Table,
+    Id,
+    Email,
+    PasswordHash,
+    IsActive,
+    CreatedAt,
+    UpdatedAt,
+    FirstName,
+    LastName,
+    MetaData,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+pub enum PlatformAnalyticsEvents {
+    Table,
+    Id,
+    UserId,
+    EventType,
+    EventData,
+    Timestamp,
+    SessionId,
+    IpAddress,
+    UserAgent,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+pub enum PlatformAnalyticsMetrics {
+    Table,
+    Id,
+    MetricName,
+    MetricValue,
+    MetricType,
+    UserId,
+    ServiceName,
+    Endpoint,
+    Labels,
+    Timestamp,
+}
+
+#[derive(DeriveIden, Clone, Copy)]
+pub enum PlatformAnalyticsUsage {
+    Table,
+    Id,
+    UserId,
+    ApiCallsCount,
+    TokensUsed,
+    CostUsd,
+    Date,
+    PeriodType,
+    CreatedAt,
+    UpdatedAt,
+}

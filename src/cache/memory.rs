@@ -1,0 +1,106 @@
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Cache, CacheError};
+
+struct Entry {
+    value: String,
+    expires: Instant,
+}
+
+/// Single-process stand-in for Redis; expired entries are dropped lazily and
+/// swept whenever the map has doubled since the last sweep.
+pub struct MemoryCache {
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    map: HashMap<String, Entry>,
+    sweep_at: usize,
+}
+
+impl MemoryCache {
+    pub fn new() -> Self {
+        MemoryCache {
+            inner: Mutex::new(Inner {
+                map: HashMap::new(),
+                sweep_at: 1024,
+            }),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, Instant) -> T) -> T {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if guard.map.len() >= guard.sweep_at {
+            guard.map.retain(|_, e| e.expires > now);
+            guard.sweep_at = (guard.map.len() * 2).max(1024);
+        }
+        f(&mut guard, now)
+    }
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait::async_trait]
+impl Cache for MemoryCache {
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
+        Ok(self.with(|inner, now| match inner.map.get(key) {
+            Some(e) if e.expires > now => Some(e.value.clone()),
+            _ => None,
+        }))
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
+        self.with(|inner, now| {
+            inner.map.insert(
+                key.to_string(),
+                Entry {
+                    value: value.to_string(),
+                    expires: now + ttl,
+                },
+            )
+        });
+        Ok(())
+    }
+
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
+        Ok(self.with(|inner, now| {
+            let entry = inner
+                .map
+                .entry(key.to_string())
+                .and_modify(|e| {
+                    if e.expires <= now {
+                        e.value = "0".into();
+                        e.expires = now + ttl;
+                    }
+                })
+                .or_insert_with(|| Entry {
+                    value: "0".into(),
+                    expires: now + ttl,
+                });
+            let count = entry.value.parse::<i64>().unwrap_or(0) + 1;
+            entry.value = count.to_string();
+            let left = entry.expires.saturating_duration_since(now);
+            (count, left.as_secs() + u64::from(left.subsec_nanos() > 0))
+        }))
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        self.with(|inner, _| inner.map.remove(key));
+        Ok(())
+    }
+
+    async fn ping(&self) -> Option<Result<Duration, CacheError>> {
+        None
+    }
+
+    fn backend(&self) -> &'static str {
+        "in-process"
+    }
+}

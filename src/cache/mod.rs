@@ -1,0 +1,64 @@
+//! The cache shared by replicas: token revocations, throttling counters and
+//! cached lookups. Redis when configured, else an in-process map.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use self::memory::MemoryCache;
+pub use self::redis::RedisCache;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cache unavailable: {0}")]
+pub struct CacheError(pub String);
+
+#[async_trait::async_trait]
+pub trait Cache: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<String>, CacheError>;
+    async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError>;
+    /// Adds one and starts the TTL on the first increment; answers the new
+    /// count and the seconds left until the counter resets.
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError>;
+    async fn delete(&self, key: &str) -> Result<(), CacheError>;
+    /// Round trip to the backing store; `None` for the in-process cache.
+    async fn ping(&self) -> Option<Result<Duration, CacheError>>;
+    fn backend(&self) -> &'static str;
+}
+
+pub type SharedCache = Arc<dyn Cache>;
+
+pub fn build(
+    redis_url: Option<&str>,
+    prefix: &str,
+    pool_size: usize,
+) -> anyhow::Result<SharedCache> {
+    Ok(match redis_url {
+        Some(url) => Arc::new(RedisCache::new(url, prefix, pool_size)?),
+        None => Arc::new(MemoryCache::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_cache_expires_and_counts() {
+        let cache = MemoryCache::new();
+        cache
+            .set("a", "1", Duration::from_millis(50))
+            .await
+            .unwrap();
+        assert_eq!(cache.get("a").await.unwrap().as_deref(), Some("1"));
+        assert_eq!(cache.incr("n", Duration::from_secs(60)).await.unwrap().0, 1);
+        let (count, ttl) = cache.incr("n", Duration::from_secs(60)).await.unwrap();
+        assert_eq!(count, 2);
+        assert!((59..=60).contains(&ttl), "ttl {ttl}");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(cache.get("a").await.unwrap(), None);
+        cache.delete("n").await.unwrap();
+        assert_eq!(cache.get("n").await.unwrap(), None);
+    }
+}

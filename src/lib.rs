@@ -1,0 +1,14 @@
+//! platform-server: authentication and usage analytics in one binary.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod http;
+pub mod middleware;
+pub mod openapi;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

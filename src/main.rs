@@ -1,0 +1,110 @@
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use migration::{Migrator, MigratorTrait};
+use platform_server::cli::{Cli, Command, MigrateAction};
+use platform_server::config::Settings;
+use platform_server::startup::Application;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", platform_server::openapi::yaml());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("platform-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(settings).await,
+            Command::Migrate { action } => migrate(settings, action).await,
+            Command::Healthcheck { url } => healthcheck(&settings, url).await,
+            Command::Openapi => unreachable!("handled before loading settings"),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("platform-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    platform_server::telemetry::init_tracing(&settings);
+    let app = Application::build(settings.clone()).await?;
+    let host = if settings.bind_address == "0.0.0.0" {
+        "localhost"
+    } else {
+        settings.bind_address.as_str()
+    };
+    let port = app.port();
+    let db = platform_server::db::backend_name(&app.state().db);
+    let cache = app.state().cache.backend();
+    println!(
+        "platform-server {} ({}) listening on http://{host}:{port}",
+        env!("CARGO_PKG_VERSION"),
+        settings.environment
+    );
+    println!("  Swagger UI:  http://{host}:{port}/docs/");
+    println!("  storage:     {db}; cache: {cache}");
+    if let Some(p) = app.metrics_port() {
+        println!("  Prometheus:  http://{host}:{p}/metrics");
+    }
+    match (app.generated_api_key(), settings.require_api_key) {
+        (Some(key), _) => {
+            println!("  API key:     {key}  (generated for this run; set API_KEY to fix it)")
+        }
+        (None, true) => println!(
+            "  API key:     from API_KEY/API_KEYS ({} configured)",
+            settings.api_key_list().len()
+        ),
+        (None, false) => println!("  API key:     not required (REQUIRE_API_KEY=false)"),
+    }
+    app.run_until_stopped().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
+    platform_server::telemetry::init_tracing(&settings);
+    let db = platform_server::db::connect(&settings).await?;
+    match action {
+        MigrateAction::Up { steps } => Migrator::up(&db, steps).await?,
+        MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
+        MigrateAction::Status => {
+            for m in Migrator::get_migration_with_status(&db).await? {
+                println!("{:?}\t{}", m.status(), m.name());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<ExitCode> {
+    let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health/ready", settings.port));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    match client.get(&url).send().await {
+        Ok(resp) if resp.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(resp) => {
+            eprintln!("healthcheck: {url} answered {}", resp.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {url}: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

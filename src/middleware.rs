@@ -1,0 +1,246 @@
+//! Cross-cutting HTTP layers: request ids, spans and access logs, route
+//! metrics, panic containment, JSON error bodies, and the API-key guard.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpMessage, web};
+use futures_util::FutureExt;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tracing::Instrument;
+
+use crate::error::json_error;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// The request id, stored in request extensions for handlers and logs.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn incoming_request_id(req: &ServiceRequest) -> Option<String> {
+    let value = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    ok.then(|| value.to_string())
+}
+
+/// Outermost layer: gives every request an id, a span and an access log line,
+/// counts it by route pattern, turns panics into 500 JSON, and makes sure
+/// every error body is `{"detail": …}`.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let start = Instant::now();
+    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().to_string();
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let span = tracing::info_span!(
+        "http_request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+    );
+
+    let outcome = AssertUnwindSafe(next.call(req).instrument(span.clone()))
+        .catch_unwind()
+        .await;
+    // Routing needs the only reference to the request, so failures that come
+    // back without a response are answered as errors, which actix renders.
+    let result: Result<ServiceResponse<BoxBody>, Error> = match outcome {
+        Ok(Ok(res)) => {
+            let res = res.map_into_boxed_body();
+            let status = res.status();
+            if (status.is_client_error() || status.is_server_error()) && !is_json(&res) {
+                Ok(replace_body_with_detail(res))
+            } else {
+                Ok(res)
+            }
+        }
+        Ok(Err(err)) => Err(err),
+        Err(_) => {
+            metrics::counter!("http_panics_total").increment(1);
+            span.in_scope(|| tracing::error!("handler panicked"));
+            Err(actix_web::error::InternalError::from_response(
+                "handler panicked",
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error"),
+            )
+            .into())
+        }
+    };
+    let status = match &result {
+        Ok(res) => res.status(),
+        Err(err) => err.as_response_error().status_code(),
+    };
+    let elapsed = start.elapsed().as_secs_f64();
+    let code = status.as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => code).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed * 1000.0,
+            "request"
+        )
+    });
+    let mut res = result?;
+    res.headers_mut().insert(
+        REQUEST_ID,
+        HeaderValue::from_str(&request_id).expect("request ids are visible ASCII"),
+    );
+    Ok(res)
+}
+
+fn is_json(res: &ServiceResponse<BoxBody>) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+fn replace_body_with_detail(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    let detail = match status {
+        StatusCode::NOT_FOUND => "Not Found".to_string(),
+        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed".to_string(),
+        other => other.canonical_reason().unwrap_or("Error").to_string(),
+    };
+    let (req, old) = res.into_parts();
+    let mut fresh = json_error(status, detail);
+    // Keep headers such as Allow, Retry-After and WWW-Authenticate.
+    for (name, value) in old.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fresh.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    ServiceResponse::new(req, fresh)
+}
+
+/// API keys, kept only as SHA-256 digests so every comparison has the same
+/// length and runs in constant time.
+pub struct ApiKeys {
+    digests: Vec<[u8; 32]>,
+    required: bool,
+}
+
+impl ApiKeys {
+    pub fn new(keys: &[String], required: bool) -> Self {
+        ApiKeys {
+            digests: keys
+                .iter()
+                .map(|k| Sha256::digest(k.as_bytes()).into())
+                .collect(),
+            required,
+        }
+    }
+
+    pub fn is_valid(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        // Compare against every key without stopping early.
+        self.digests
+            .iter()
+            .fold(subtle::Choice::from(0), |acc, k| acc | k.ct_eq(&digest))
+            .into()
+    }
+}
+
+/// Paths that need no key: probes, docs and public key material.
+fn is_exempt(path: &str) -> bool {
+    path == "/"
+        || path == "/health"
+        || path.starts_with("/health/")
+        || path == "/docs"
+        || path.starts_with("/docs/")
+        || path == "/openapi.json"
+        || path.starts_with("/.well-known/")
+}
+
+/// Guards every route but the exempt ones, legacy aliases included (the
+/// original left those open).
+pub async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let keys = req
+        .app_data::<web::Data<ApiKeys>>()
+        .expect("ApiKeys is registered as app data")
+        .clone();
+    let presented = req
+        .headers()
+        .get(API_KEY_HEADER)
+        .map(|v| keys.is_valid(v.as_bytes()));
+    if presented == Some(true) {
+        req.extensions_mut().insert(ApiKeyPresented);
+    } else if keys.required
+        && req.method() != actix_web::http::Method::OPTIONS
+        && !is_exempt(req.path())
+    {
+        let detail = if presented.is_none() {
+            "Missing API key"
+        } else {
+            "Invalid API key"
+        };
+        let (http_req, _) = req.into_parts();
+        return Ok(ServiceResponse::new(
+            http_req,
+            json_error(StatusCode::UNAUTHORIZED, detail),
+        ));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// Marks a request that presented a valid API key (a service caller).
+#[derive(Clone, Copy, Debug)]
+pub struct ApiKeyPresented;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_configured_key_is_accepted() {
+        let keys = ApiKeys::new(&["old".into(), "new".into()], true);
+        assert!(keys.is_valid(b"old"));
+        assert!(keys.is_valid(b"new"));
+        assert!(!keys.is_valid(b"ne"));
+        assert!(!keys.is_valid(b""));
+    }
+
+    #[test]
+    fn only_probes_docs_and_well_known_are_exempt() {
+        for p in [
+            "/health",
+            "/health/ready",
+            "/docs",
+            "/docs/index.html",
+            "/openapi.json",
+            "/.well-known/jwks.json",
+        ] {
+            assert!(is_exempt(p), "{p}");
+        }
+        for p in [
+            "/auth/login",
+            "/analytics/events",
+            "/metrics",
+            "/login",
+            "/healthz",
+            "/docsx",
+        ] {
+            assert!(!is_exempt(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Logs (text or JSON) and the Prometheus recorder with its own admin listener.
+
+use std::sync::OnceLock;
+
+use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseConnection;
+use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+use crate::config::{LogFormat, Settings};
+
+/// Installs the global tracing subscriber; a second call is a no-op (tests).
+pub fn init_tracing(settings: &Settings) {
+    let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
+        let level = settings.log_filter().unwrap_or("info");
+        // Our own crate at the configured level; dependencies one step quieter.
+        EnvFilter::new(format!(
+            "warn,platform_server={level},migration={level},sea_orm_migration={level}"
+        ))
+    });
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match settings.log_format().unwrap_or(LogFormat::Text) {
+        LogFormat::Json => registry
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true),
+            )
+            .try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (metrics' recorder is global, so
+/// several servers in one test process share it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ],
+            )
+            .expect("static bucket list is not empty")
+            .install_recorder()
+            .expect("the metrics recorder is installed once");
+        describe_metrics();
+        handle
+    })
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route pattern and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method and route pattern"
+    );
+    describe_gauge!(
+        "db_pool_connections",
+        "Database pool connections, by state (idle or in_use)"
+    );
+    describe_gauge!(
+        "db_pool_max_connections",
+        "Largest number of connections the database pool may open"
+    );
+    describe_counter!(
+        "legacy_requests_total",
+        "Requests served through a deprecated legacy alias, by route"
+    );
+    describe_counter!(
+        "http_panics_total",
+        "Handler panics caught and answered with 500"
+    );
+}
+
+/// Serves `GET /metrics` on the admin port, apart from the API port where
+/// `GET /metrics` is the original's legacy alias.
+pub fn metrics_server(
+    listener: std::net::TcpListener,
+    db: DatabaseConnection,
+    max_connections: u32,
+) -> std::io::Result<Server> {
+    let handle = prometheus();
+    let db = web::Data::new(db);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(db.clone())
+            .route(
+                "/metrics",
+                web::get().to(move |db: web::Data<DatabaseConnection>| async move {
+                    // Pool gauges are read at scrape time: no background task.
+                    let (size, in_use) = crate::db::pool_stats(&db);
+                    metrics::gauge!("db_pool_connections", "state" => "in_use").set(in_use);
+                    metrics::gauge!("db_pool_connections", "state" => "idle")
+                        .set(size.saturating_sub(in_use));
+                    metrics::gauge!("db_pool_max_connections").set(max_connections);
+                    handle.run_upkeep();
+                    HttpResponse::Ok()
+                        .content_type("text/plain; version=0.0.4; charset=utf-8")
+                        .body(handle.render())
+                }),
+            )
+            .default_service(web::to(|| async {
+                crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not Found")
+            }))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}
