@@ -1,0 +1,78 @@
+# Sourced by .ci scripts: installs (if missing), starts and stops a throwaway
+# PostgreSQL and Redis on loopback. Exports TEST_DATABASE_URL, TEST_REDIS_URL.
+# Ports can be moved with PG_PORT / REDIS_PORT.
+
+PG_PORT=${PG_PORT:-55432}
+REDIS_PORT=${REDIS_PORT:-56379}
+SERVICES_DIR=${SERVICES_DIR:-$(mktemp -d /tmp/platform-services.XXXXXX)}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+pg_bin() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+install_services() {
+  local need=()
+  [ -n "$(pg_bin)" ] && [ -x "$(pg_bin)/initdb" ] || need+=(postgresql)
+  command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+  command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing ${need[*]}"
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+  # Debian's postgresql package starts a cluster of its own; ours is separate.
+  id postgres >/dev/null 2>&1 || as_root useradd --system --home "$SERVICES_DIR" postgres
+}
+
+# Runs a command as the postgres user (the server refuses to run as root).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  local bin; bin=$(pg_bin)
+  mkdir -p "$SERVICES_DIR/pg"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$SERVICES_DIR"
+  chmod 755 "$SERVICES_DIR"
+  as_pg "$bin/initdb" -D "$SERVICES_DIR/pg" -U postgres -A trust --no-sync >/dev/null
+  as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/pg" -l "$SERVICES_DIR/pg.log" -w \
+    -o "-p $PG_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 ${PG_EXTRA_OPTS:--c fsync=off}" start >/dev/null
+  export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  echo "==> postgres on 127.0.0.1:$PG_PORT ($SERVICES_DIR/pg)"
+}
+
+stop_postgres() {
+  local bin; bin=$(pg_bin)
+  [ -d "$SERVICES_DIR/pg" ] && as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/pg" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+restart_postgres() {
+  local bin; bin=$(pg_bin)
+  as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/pg" -l "$SERVICES_DIR/pg.log" -w \
+    -o "-p $PG_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 ${PG_EXTRA_OPTS:--c fsync=off}" start >/dev/null
+}
+
+start_redis() {
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --pidfile "$SERVICES_DIR/redis.pid" --logfile "$SERVICES_DIR/redis.log" \
+    --dir "$SERVICES_DIR"
+  for _ in $(seq 50); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  export TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+  echo "==> redis on 127.0.0.1:$REDIS_PORT"
+}
+
+stop_redis() {
+  [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
+}
+
+stop_services() {
+  stop_postgres
+  stop_redis
+}

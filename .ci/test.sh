@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, then the whole suite twice, on the
+# embedded defaults (SQLite + in-process cache) and on PostgreSQL + Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. .ci/services.sh
+
+install_services
+trap stop_services EXIT
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --workspace -- -D warnings
+
+echo "==> suite on SQLite + in-process cache"
+env -u TEST_DATABASE_URL -u TEST_REDIS_URL cargo test --workspace
+
+start_postgres
+start_redis
+echo "==> suite on PostgreSQL + Redis"
+cargo test --workspace
