@@ -24,6 +24,14 @@ pub enum Command {
     },
     /// Print the OpenAPI document as YAML.
     Openapi,
+    /// Create an admin account, or promote an existing one.
+    CreateAdmin {
+        #[arg(long)]
+        email: String,
+        /// Read from ADMIN_PASSWORD when omitted (keeps it out of shell history).
+        #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
     /// Exit 0 only if the local server's /health/ready answers 200.
     Healthcheck {
         /// Overrides http://127.0.0.1:$PORT/health/ready.

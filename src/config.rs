@@ -73,6 +73,19 @@ pub struct Settings {
 
     pub password_min_length: usize,
     pub password_hash_rounds: u32,
+    pub password_hash_concurrency: usize,
+
+    pub login_max_failures: u32,
+    pub login_ip_max_failures: u32,
+    pub login_failure_window: u64,
+    pub refresh_token_ttl: String,
+    pub refresh_reuse_grace_seconds: u64,
+    pub jwt_leeway: u64,
+    pub jwt_private_key_file: String,
+    pub jwt_key_id: String,
+
+    pub admin_email: String,
+    pub admin_password: String,
 
     pub analytics_retention_days: u32,
     pub metrics_batch_size: usize,
@@ -158,10 +171,34 @@ impl Settings {
             return Err(bad("shutdown_timeout", "must be at most 3600 seconds"));
         }
         self.jwt_expires_in()?;
-        if !self.jwt_algorithm.eq_ignore_ascii_case("HS256") {
+        if self.jwt_algorithm()? != jsonwebtoken::Algorithm::HS256
+            && self.jwt_private_key_file.trim().is_empty()
+        {
             return Err(bad(
-                "jwt_algorithm",
-                "only HS256 is supported for JWT_SECRET signing",
+                "jwt_private_key_file",
+                "required when JWT_ALGORITHM is EdDSA or RS256",
+            ));
+        }
+        if self.jwt_leeway > 30 {
+            return Err(bad("jwt_leeway", "must be at most 30 seconds"));
+        }
+        self.refresh_token_ttl()?;
+        if self.refresh_reuse_grace_seconds > 300 {
+            return Err(bad("refresh_reuse_grace_seconds", "must be at most 300"));
+        }
+        if self.login_max_failures == 0 || self.login_ip_max_failures < self.login_max_failures {
+            return Err(bad(
+                "login_ip_max_failures",
+                "LOGIN_MAX_FAILURES must be at least 1 and LOGIN_IP_MAX_FAILURES at least as high",
+            ));
+        }
+        if self.login_failure_window == 0 {
+            return Err(bad("login_failure_window", "must be at least 1 second"));
+        }
+        if self.admin_email.is_empty() != self.admin_password.is_empty() {
+            return Err(bad(
+                "admin_password",
+                "ADMIN_EMAIL and ADMIN_PASSWORD go together",
             ));
         }
         if self.jwt_secret.is_empty() {
@@ -266,6 +303,25 @@ impl Settings {
         parse_duration(&self.jwt_expires_in).ok_or_else(|| {
             bad(
                 "jwt_expires_in",
+                "expected seconds or a number with m, h or d",
+            )
+        })
+    }
+
+    /// The pinned signing algorithm: HS256 (JWT_SECRET), EdDSA or RS256 (key file).
+    pub fn jwt_algorithm(&self) -> Result<jsonwebtoken::Algorithm, ConfigError> {
+        match self.jwt_algorithm.to_ascii_uppercase().as_str() {
+            "HS256" => Ok(jsonwebtoken::Algorithm::HS256),
+            "EDDSA" => Ok(jsonwebtoken::Algorithm::EdDSA),
+            "RS256" => Ok(jsonwebtoken::Algorithm::RS256),
+            _ => Err(bad("jwt_algorithm", "must be HS256, EdDSA or RS256")),
+        }
+    }
+
+    pub fn refresh_token_ttl(&self) -> Result<Duration, ConfigError> {
+        parse_duration(&self.refresh_token_ttl).ok_or_else(|| {
+            bad(
+                "refresh_token_ttl",
                 "expected seconds or a number with m, h or d",
             )
         })

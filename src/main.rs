@@ -29,6 +29,9 @@ fn main() -> ExitCode {
             Command::Serve => serve(settings).await,
             Command::Migrate { action } => migrate(settings, action).await,
             Command::Healthcheck { url } => healthcheck(&settings, url).await,
+            Command::CreateAdmin { email, password } => {
+                create_admin(settings, &email, &password).await
+            }
             Command::Openapi => unreachable!("handled before loading settings"),
         }
     });
@@ -88,6 +91,24 @@ async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<Ex
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_admin(
+    mut settings: Settings,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<ExitCode> {
+    platform_server::telemetry::init_tracing(&settings);
+    // The bootstrap settings would create a second admin here; this command is explicit.
+    settings.admin_email.clear();
+    settings.admin_password.clear();
+    settings.metrics_enabled = false;
+    let state = platform_server::startup::build_state(settings).await?;
+    let user = platform_server::auth::service::ensure_admin(&state, email, password)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("admin: id {} <{}>", user.id, user.email);
     Ok(ExitCode::SUCCESS)
 }
 

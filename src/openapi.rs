@@ -1,6 +1,9 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes,
+    SecurityScheme,
+};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -16,12 +19,33 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::health::health,
         crate::health::live,
         crate::health::ready,
+        crate::auth::routes::register,
+        crate::auth::routes::login,
+        crate::auth::routes::token,
+        crate::auth::routes::refresh,
+        crate::auth::routes::logout,
+        crate::auth::routes::verify,
+        crate::auth::routes::get_profile,
+        crate::auth::routes::put_profile,
+        crate::auth::routes::list_users,
+        crate::auth::routes::get_user,
+        crate::auth::routes::patch_user,
+        crate::auth::routes::delete_user,
+        crate::auth::routes::jwks,
+        crate::legacy::register,
+        crate::legacy::login,
+        crate::legacy::verify,
+        crate::legacy::get_profile,
+        crate::legacy::put_profile,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes),
     security(("api_key" = [])),
     tags(
         (name = "health", description = "Probes for orchestrators and humans"),
+        (name = "auth", description = "Accounts, sessions and tokens"),
+        (name = "admin", description = "User administration (admin role)"),
+        (name = "legacy", description = "Deprecated aliases of the original service"),
     )
 )]
 pub struct ApiDoc;
@@ -37,6 +61,13 @@ impl Modify for SecuritySchemes {
                 "X-API-Key",
                 "Service API key (API_KEY / API_KEYS)",
             ))),
+        );
+        components.add_security_scheme(
+            "oauth2",
+            SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::new(
+                "/auth/token",
+                Scopes::new(),
+            ))])),
         );
         components.add_security_scheme(
             "bearer",

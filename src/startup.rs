@@ -29,17 +29,11 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        settings.validate()?;
-        let db = crate::db::connect(&settings).await?;
-        if settings.run_migrations {
-            crate::db::migrate(&db).await?;
-        }
-        let cache = crate::cache::build(
-            settings.redis_url()?.as_deref(),
-            &settings.redis_key_prefix,
-            settings.redis_pool_size,
-        )?;
-
+        let state = build_state(settings).await?;
+        let settings = state.settings.clone();
+        // The dummy hash that equalises login timing, computed off the start path.
+        let hasher = state.auth.hasher.clone();
+        tokio::spawn(async move { hasher.warm_up().await });
         let mut keys = settings.api_key_list();
         let mut generated_api_key = None;
         if keys.is_empty()
@@ -65,20 +59,16 @@ impl Application {
                     )
                 })?;
             let p = l.local_addr()?.port();
-            let server =
-                crate::telemetry::metrics_server(l, db.clone(), settings.database_max_connections)?;
+            let server = crate::telemetry::metrics_server(
+                l,
+                state.db.clone(),
+                settings.database_max_connections,
+            )?;
             (Some(server), Some(p))
         } else {
             (None, None)
         };
 
-        let settings = Arc::new(settings);
-        let state = AppState {
-            db,
-            cache,
-            settings: settings.clone(),
-            started_at: Instant::now(),
-        };
         let data = web::Data::new(state.clone());
         let openapi = crate::openapi::document();
         let cors_origins = settings.cors_origins()?;
@@ -90,6 +80,8 @@ impl Application {
                 .app_data(api_keys.clone())
                 .configure(crate::http::extractors(body_limit))
                 .configure(crate::health::routes)
+                .configure(crate::auth::routes::routes)
+                .configure(crate::legacy::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .route("/docs", web::get().to(redirect_to_docs))
                 .route("/", web::get().to(redirect_to_docs))
@@ -146,6 +138,38 @@ impl Application {
         self.state.db.close_by_ref().await.ok();
         Ok(())
     }
+}
+
+/// Storage, migrations, cache and auth material: everything but HTTP.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    settings.validate()?;
+    let db = crate::db::connect(&settings).await?;
+    if settings.run_migrations {
+        crate::db::migrate(&db).await?;
+    }
+    let cache = crate::cache::build(
+        settings.redis_url()?.as_deref(),
+        &settings.redis_key_prefix,
+        settings.redis_pool_size,
+    )?;
+    let state = AppState {
+        db,
+        cache,
+        auth: crate::auth::AuthContext::from_settings(&settings)?,
+        trusted_proxies: Arc::new(settings.trusted_proxies()?),
+        settings: Arc::new(settings),
+        started_at: Instant::now(),
+    };
+    if !state.settings.admin_email.is_empty() {
+        crate::auth::service::ensure_admin(
+            &state,
+            &state.settings.admin_email,
+            &state.settings.admin_password,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
+    }
+    Ok(state)
 }
 
 fn generate_key() -> String {

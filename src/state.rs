@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ipnet::IpNet;
 use sea_orm::DatabaseConnection;
+
+use crate::auth::AuthContext;
 
 use crate::cache::SharedCache;
 use crate::config::Settings;
@@ -14,4 +17,6 @@ pub struct AppState {
     pub cache: SharedCache,
     pub settings: Arc<Settings>,
     pub started_at: Instant,
+    pub auth: Arc<AuthContext>,
+    pub trusted_proxies: Arc<Vec<IpNet>>,
 }

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_original_tables;
 mod m20250101_000002_time_indexes;
+mod m20250102_000001_auth_sessions;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_original_tables::Migration),
             Box::new(m20250101_000002_time_indexes::Migration),
+            Box::new(m20250102_000001_auth_sessions::Migration),
         ]
     }
 }

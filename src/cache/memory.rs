@@ -69,6 +69,22 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        Ok(self.with(|inner, now| match inner.map.get(key) {
+            Some(e) if e.expires > now => false,
+            _ => {
+                inner.map.insert(
+                    key.to_string(),
+                    Entry {
+                        value: value.to_string(),
+                        expires: now + ttl,
+                    },
+                );
+                true
+            }
+        }))
+    }
+
     async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
         Ok(self.with(|inner, now| {
             let entry = inner

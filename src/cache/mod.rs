@@ -18,6 +18,9 @@ pub struct CacheError(pub String);
 pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<String>, CacheError>;
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError>;
+    /// Sets only when the key is absent; answers whether it did. Used to fill
+    /// the cache from the database without overwriting a newer revocation.
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
     /// Adds one and starts the TTL on the first increment; answers the new
     /// count and the seconds left until the counter resets.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError>;
@@ -58,6 +61,19 @@ mod tests {
         assert!((59..=60).contains(&ttl), "ttl {ttl}");
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert_eq!(cache.get("a").await.unwrap(), None);
+        assert!(
+            cache
+                .set_nx("x", "first", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cache
+                .set_nx("x", "second", Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert_eq!(cache.get("x").await.unwrap().as_deref(), Some("first"));
         cache.delete("n").await.unwrap();
         assert_eq!(cache.get("n").await.unwrap(), None);
     }

@@ -80,6 +80,24 @@ impl Cache for RedisCache {
         .await
     }
 
+    async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let key = self.key(key);
+        let value = value.to_string();
+        let ms = ttl.as_millis().max(1) as u64;
+        self.run(|mut c| async move {
+            let set: Option<String> = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query_async(&mut c)
+                .await?;
+            Ok(set.is_some())
+        })
+        .await
+    }
+
     async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
         let key = self.key(key);
         let secs = ttl.as_secs().max(1);

@@ -16,7 +16,14 @@ async fn health_reports_real_components() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     let db = &body["components"]["database"];
     assert_eq!(db["connection"], "active");
-    assert_eq!(db["backend"], if using_postgres() { "postgres" } else { "sqlite" });
+    assert_eq!(
+        db["backend"],
+        if using_postgres() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    );
     assert!(db["latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(db["pool_size"].as_u64().unwrap() >= 1);
     let redis = &body["components"]["redis"];
@@ -27,7 +34,13 @@ async fn health_reports_real_components() {
         assert_eq!(redis["status"], "not_configured");
     }
     assert_eq!(body["components"]["auth"]["status"], "healthy");
-    assert!(body["endpoints"]["auth"].as_array().unwrap().iter().any(|e| e == "/auth/login"));
+    assert!(
+        body["endpoints"]["auth"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "/auth/login")
+    );
 }
 
 #[tokio::test]
@@ -46,7 +59,11 @@ async fn live_and_ready_probes() {
     let app = spawn_app().await;
     for path in ["/health/live", "/health/ready"] {
         let (status, body) = json(app.client.get(app.url(path)).send().await.unwrap()).await;
-        assert_eq!((status, body["status"].as_str()), (200, Some("ok")), "{path}");
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (200, Some("ok")),
+            "{path}"
+        );
     }
 }
 
@@ -54,26 +71,63 @@ async fn live_and_ready_probes() {
 async fn ready_is_503_until_migrations_are_applied() {
     let backend = fresh_backend().await;
     let app = spawn_on(backend, &[("RUN_MIGRATIONS", "false")]).await;
-    let detail = expect_error(app.client.get(app.url("/health/ready")).send().await.unwrap(), 503).await;
+    let detail = expect_error(
+        app.client
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap(),
+        503,
+    )
+    .await;
     assert_eq!(detail, "Database migrations pending");
     platform_server::db::migrate(&app.db).await.unwrap();
-    let resp = app.client.get(app.url("/health/ready")).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
 async fn api_key_is_required_on_api_and_legacy_routes() {
     let app = spawn_app().await;
-    for path in ["/analytics/events", "/auth/profile", "/metrics", "/profile", "/analytics/dashboard"] {
+    for path in [
+        "/analytics/events",
+        "/auth/profile",
+        "/metrics",
+        "/profile",
+        "/analytics/dashboard",
+    ] {
         let resp = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(expect_error(resp, 401).await, "Missing API key", "{path}");
-        let resp = app.client.get(app.url(path)).header("X-API-Key", "wrong").send().await.unwrap();
+        let resp = app
+            .client
+            .get(app.url(path))
+            .header("X-API-Key", "wrong")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(expect_error(resp, 401).await, "Invalid API key", "{path}");
-        let resp = app.client.get(app.url(path)).header("X-API-Key", "").send().await.unwrap();
+        let resp = app
+            .client
+            .get(app.url(path))
+            .header("X-API-Key", "")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(expect_error(resp, 401).await, "Invalid API key", "{path}");
     }
     // Probes, docs and the spec need no key.
-    for path in ["/health", "/health/live", "/health/ready", "/openapi.json", "/docs/"] {
+    for path in [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/openapi.json",
+        "/docs/",
+    ] {
         let resp = app.client.get(app.url(path)).send().await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
     }
@@ -83,11 +137,23 @@ async fn api_key_is_required_on_api_and_legacy_routes() {
 async fn several_keys_are_valid_at_once_for_rotation() {
     let app = spawn_app_with(&[("API_KEY", "old-key"), ("API_KEYS", "new-key, newer-key")]).await;
     for key in ["old-key", "new-key", "newer-key"] {
-        let resp = app.client.get(app.url("/nowhere")).header("X-API-Key", key).send().await.unwrap();
+        let resp = app
+            .client
+            .get(app.url("/nowhere"))
+            .header("X-API-Key", key)
+            .send()
+            .await
+            .unwrap();
         // Past the key check, an unknown path is a JSON 404.
         assert_eq!(expect_error(resp, 404).await, "Not Found", "{key}");
     }
-    let resp = app.client.get(app.url("/nowhere")).header("X-API-Key", "new").send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/nowhere"))
+        .header("X-API-Key", "new")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_error(resp, 401).await, "Invalid API key");
 }
 
@@ -101,7 +167,10 @@ async fn key_check_can_be_turned_off() {
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
-    assert_eq!(expect_error(app.get("/no/such/route").send().await.unwrap(), 404).await, "Not Found");
+    assert_eq!(
+        expect_error(app.get("/no/such/route").send().await.unwrap(), 404).await,
+        "Not Found"
+    );
     let resp = app.post("/health/live").send().await.unwrap();
     assert_eq!(expect_error(resp, 405).await, "Method Not Allowed");
 }
@@ -117,12 +186,23 @@ async fn request_ids_are_echoed_or_made() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["x-request-id"], "abc-123");
-    let resp = app.client.get(app.url("/health/live")).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     let made = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(made.len(), 36, "a UUID: {made}");
     // A hostile id (header injection, huge) is replaced, not echoed.
     let long = "x".repeat(500);
-    let resp = app.client.get(app.url("/health/live")).header("X-Request-Id", &long).send().await.unwrap();
+    let resp = app
+        .client
+        .get(app.url("/health/live"))
+        .header("X-Request-Id", &long)
+        .send()
+        .await
+        .unwrap();
     assert_ne!(resp.headers()["x-request-id"], long.as_str());
 }
 
@@ -139,12 +219,17 @@ async fn cors_wildcard_never_allows_credentials() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
-    assert!(resp.headers().get("access-control-allow-credentials").is_none());
+    assert!(
+        resp.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn cors_list_allows_only_listed_origins() {
-    let app = spawn_app_with(&[("CORS_ORIGINS", "https://app.example,http://localhost:3000")]).await;
+    let app =
+        spawn_app_with(&[("CORS_ORIGINS", "https://app.example,http://localhost:3000")]).await;
     let preflight = |origin: &'static str| {
         app.client
             .request(reqwest::Method::OPTIONS, app.url("/auth/login"))
@@ -153,23 +238,40 @@ async fn cors_list_allows_only_listed_origins() {
             .send()
     };
     let ok = preflight("https://app.example").await.unwrap();
-    assert_eq!(ok.headers()["access-control-allow-origin"], "https://app.example");
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
     assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
     let denied = preflight("https://evil.example").await.unwrap();
-    assert!(denied.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        denied
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn prometheus_listener_labels_by_route_pattern() {
     let app = spawn_app().await;
-    app.client.get(app.url("/health/live")).send().await.unwrap();
+    app.client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
     app.get("/no/such/thing/42").send().await.unwrap();
     let text = app.metrics_text().await;
     assert!(text.contains("# HELP http_requests_total"), "{text}");
     assert!(text.contains("# TYPE http_request_duration_seconds histogram"));
-    assert!(text.contains(r#"http_requests_total{method="GET",route="/health/live",status="200"}"#));
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="/health/live",status="200"}"#)
+    );
     assert!(text.contains(r#"route="unmatched",status="404""#));
-    assert!(!text.contains("/no/such/thing/42"), "raw paths never become labels");
+    assert!(
+        !text.contains("/no/such/thing/42"),
+        "raw paths never become labels"
+    );
     assert!(text.contains(r#"db_pool_connections{state="idle"}"#));
     assert!(text.contains("db_pool_max_connections 16"));
     // The API port keeps GET /metrics for the legacy alias.
@@ -183,13 +285,31 @@ async fn docs_and_spec_are_served() {
     let resp = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()["location"], "/docs/");
-    let html = app.client.get(app.url("/docs/")).send().await.unwrap().text().await.unwrap();
+    let html = app
+        .client
+        .get(app.url("/docs/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("swagger-ui"), "{html}");
-    let (status, spec) = json(app.client.get(app.url("/openapi.json")).send().await.unwrap()).await;
+    let (status, spec) = json(
+        app.client
+            .get(app.url("/openapi.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
     assert!(spec["paths"]["/health"]["get"].is_object());
-    assert_eq!(spec["components"]["securitySchemes"]["api_key"]["name"], "X-API-Key");
+    assert_eq!(
+        spec["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
 }
 
 #[test]
@@ -207,12 +327,19 @@ fn committed_openapi_yaml_matches_the_handlers() {
 async fn a_panicking_handler_answers_500_json_and_the_server_goes_on() {
     let svc = atest::init_service(
         App::new()
-            .route("/boom", web::get().to(|| async { panic!("boom") as HttpResponse }))
-            .route("/fine", web::get().to(|| async { HttpResponse::Ok().body("fine") }))
+            .route(
+                "/boom",
+                web::get().to(|| async { panic!("boom") as HttpResponse }),
+            )
+            .route(
+                "/fine",
+                web::get().to(|| async { HttpResponse::Ok().body("fine") }),
+            )
             .wrap(from_fn(platform_server::middleware::observe)),
     )
     .await;
-    let resp = atest::try_call_service(&svc, atest::TestRequest::get().uri("/boom").to_request()).await;
+    let resp =
+        atest::try_call_service(&svc, atest::TestRequest::get().uri("/boom").to_request()).await;
     let err = resp.expect_err("a panic becomes an error response");
     let resp = err.error_response();
     assert_eq!(resp.status(), 500);

@@ -35,10 +35,15 @@ pub async fn fresh_backend() -> Backend {
     let mut env = HashMap::new();
     let mut sqlite_dir = None;
     let mut pg_database = None;
-    match std::env::var("TEST_DATABASE_URL").ok().filter(|v| !v.is_empty()) {
+    match std::env::var("TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         Some(admin_url) => {
             let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(&admin_url).await.expect("TEST_DATABASE_URL reachable");
+            let admin = Database::connect(&admin_url)
+                .await
+                .expect("TEST_DATABASE_URL reachable");
             admin
                 .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
                 .await
@@ -57,14 +62,21 @@ pub async fn fresh_backend() -> Backend {
             sqlite_dir = Some(dir);
         }
     }
-    if let Some(redis) = std::env::var("TEST_REDIS_URL").ok().filter(|v| !v.is_empty()) {
+    if let Some(redis) = std::env::var("TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
         env.insert("REDIS_URL".into(), redis);
         env.insert(
             "REDIS_KEY_PREFIX".into(),
             format!("test:{}:", uuid::Uuid::new_v4().simple()),
         );
     }
-    Backend { env, sqlite_dir, pg_database }
+    Backend {
+        env,
+        sqlite_dir,
+        pg_database,
+    }
 }
 
 fn base_env() -> HashMap<String, String> {
@@ -100,7 +112,9 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         env.insert(k.to_string(), v.to_string());
     }
     let settings = Settings::load_with(Some(env.clone())).expect("test settings are valid");
-    let app = Application::build(settings).await.expect("application builds");
+    let app = Application::build(settings)
+        .await
+        .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port().unwrap_or(0));
     let db = app.state().db.clone();
@@ -125,10 +139,22 @@ impl Backend {
     pub fn share(env: &HashMap<String, String>) -> Backend {
         let env = env
             .iter()
-            .filter(|(k, _)| ["DATABASE_URL", "SQLITE_PATH", "REDIS_URL", "REDIS_KEY_PREFIX"].contains(&k.as_str()))
+            .filter(|(k, _)| {
+                [
+                    "DATABASE_URL",
+                    "SQLITE_PATH",
+                    "REDIS_URL",
+                    "REDIS_KEY_PREFIX",
+                ]
+                .contains(&k.as_str())
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        Backend { env, sqlite_dir: None, pg_database: None }
+        Backend {
+            env,
+            sqlite_dir: None,
+            pg_database: None,
+        }
     }
 }
 
@@ -188,7 +214,9 @@ impl Drop for TestApp {
                 rt.block_on(async {
                     if let Ok(admin) = Database::connect(&admin_url).await {
                         let _ = admin
-                            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                            ))
                             .await;
                         admin.close().await.ok();
                     }

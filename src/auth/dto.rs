@@ -1,0 +1,135 @@
+//! Request and response bodies of the auth API (never database rows).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::entity::users;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    #[schema(example = "user@example.com")]
+    pub email: String,
+    #[schema(example = "password123", format = Password)]
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginRequest {
+    #[schema(example = "user@example.com")]
+    pub email: String,
+    #[schema(example = "password123", format = Password)]
+    pub password: String,
+}
+
+/// OAuth2 password grant (form-encoded), for Swagger UI's Authorize button.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TokenForm {
+    pub grant_type: Option<String>,
+    /// The account's email.
+    pub username: String,
+    #[schema(format = Password)]
+    pub password: String,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    /// The API key, when it is not sent as `X-API-Key` (Swagger UI sends it here).
+    pub client_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct LogoutRequest {
+    pub refresh_token: Option<String>,
+}
+
+/// Old clients also send `email` (and sometimes `is_active`, `role`, `id`);
+/// only the names are applied.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct ProfileUpdate {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AdminUserUpdate {
+    /// `user` or `admin`.
+    pub role: Option<String>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UserListQuery {
+    /// 1..=1000, default 100.
+    pub limit: Option<u64>,
+    /// Default 0.
+    pub offset: Option<u64>,
+    /// Case-insensitive substring of the email.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserResponse {
+    pub id: i32,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: bool,
+    /// RFC 3339, UTC.
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// `user` or `admin`.
+    pub role: String,
+}
+
+impl From<&users::Model> for UserResponse {
+    fn from(u: &users::Model) -> Self {
+        UserResponse {
+            id: u.id,
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            is_active: u.is_active,
+            created_at: u.created_at.and_utc(),
+            updated_at: u.updated_at.and_utc(),
+            role: u.role.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    #[schema(example = "bearer")]
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// Opaque; rotate it at `POST /auth/refresh`.
+    pub refresh_token: String,
+    pub user: UserResponse,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyResponse {
+    pub valid: bool,
+    pub user: UserResponse,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessageResponse {
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserListResponse {
+    pub users: Vec<UserResponse>,
+    pub total: u64,
+}

@@ -1,0 +1,88 @@
+//! Extractors that carry permissions in types: a handler that takes `Admin`
+//! cannot run for anyone else.
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::future::LocalBoxFuture;
+
+use super::service::{Principal, authenticate};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest bearer token accepted; real ones are a few hundred bytes.
+const MAX_TOKEN_LEN: usize = 8192;
+
+pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+    let missing = || ApiError::InvalidToken("Missing or invalid authorization header".into());
+    let value = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .ok_or_else(missing)?
+        .to_str()
+        .map_err(|_| missing())?;
+    let (scheme, token) = value.trim().split_once(' ').ok_or_else(missing)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return Err(missing());
+    }
+    Ok(token.to_string())
+}
+
+fn state_of(req: &HttpRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+        .clone()
+}
+
+/// A caller with a valid, unrevoked access token of an active user.
+pub struct AuthenticatedUser(pub Principal);
+
+impl FromRequest for AuthenticatedUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let token = bearer_token(req);
+        let state = state_of(req);
+        Box::pin(async move { Ok(AuthenticatedUser(authenticate(&state, &token?).await?)) })
+    }
+}
+
+/// An authenticated caller whose current role is `admin`.
+pub struct Admin(pub Principal);
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let user = AuthenticatedUser::from_request(req, payload);
+        Box::pin(async move {
+            let AuthenticatedUser(p) = user.await?;
+            if !p.is_admin() {
+                return Err(ApiError::Forbidden("Admin privileges required".into()));
+            }
+            Ok(Admin(p))
+        })
+    }
+}
+
+/// The bearer user when an `Authorization` header is present (it must then
+/// be valid); `None` for service calls that carry only the API key.
+pub struct MaybeUser(pub Option<Principal>);
+
+impl FromRequest for MaybeUser {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if req
+            .headers()
+            .contains_key(actix_web::http::header::AUTHORIZATION)
+        {
+            let user = AuthenticatedUser::from_request(req, payload);
+            Box::pin(async move { Ok(MaybeUser(Some(user.await?.0))) })
+        } else {
+            Box::pin(async { Ok(MaybeUser(None)) })
+        }
+    }
+}

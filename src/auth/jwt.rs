@@ -1,0 +1,153 @@
+//! Access tokens: the original's claims (`sub`, `email`, `iat`, `exp`,
+//! `type`) plus `jti`, `sid`, `role` and `iss`. The algorithm is pinned.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Settings;
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(rename = "type")]
+    pub token_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+impl Claims {
+    /// The user id in `sub`; anything but a positive integer is invalid.
+    pub fn user_id(&self) -> Result<i32, ApiError> {
+        match self.sub.parse::<i32>() {
+            Ok(id) if id > 0 => Ok(id),
+            _ => Err(ApiError::InvalidToken("Invalid token".into())),
+        }
+    }
+}
+
+pub struct JwtKeys {
+    algorithm: Algorithm,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    kid: Option<String>,
+    issuer: String,
+    ttl: Duration,
+    validation: Validation,
+    jwks: JwkSet,
+}
+
+impl JwtKeys {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let algorithm = settings.jwt_algorithm()?;
+        let kid = Some(settings.jwt_key_id.trim())
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
+        let (encoding, decoding, jwks) = match algorithm {
+            Algorithm::HS256 => (
+                EncodingKey::from_secret(settings.jwt_secret.as_bytes()),
+                DecodingKey::from_secret(settings.jwt_secret.as_bytes()),
+                // An HMAC secret is never published.
+                JwkSet { keys: vec![] },
+            ),
+            alg => {
+                let pem = std::fs::read(settings.jwt_private_key_file.trim())
+                    .context("reading JWT_PRIVATE_KEY_FILE")?;
+                let encoding = match alg {
+                    Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
+                    _ => EncodingKey::from_rsa_pem(&pem),
+                }
+                .context("JWT_PRIVATE_KEY_FILE is not a PEM private key for JWT_ALGORITHM")?;
+                let mut jwk = Jwk::from_encoding_key(&encoding, alg)
+                    .context("deriving the public key from JWT_PRIVATE_KEY_FILE")?;
+                jwk.common.key_id = kid.clone();
+                let decoding = DecodingKey::from_jwk(&jwk)?;
+                (encoding, decoding, JwkSet { keys: vec![jwk] })
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = settings.jwt_leeway;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_exp = true;
+        validation.validate_aud = false;
+        Ok(JwtKeys {
+            algorithm,
+            encoding,
+            decoding,
+            kid,
+            issuer: settings.jwt_issuer.clone(),
+            ttl: settings.jwt_expires_in()?,
+            validation,
+            jwks,
+        })
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn jwks(&self) -> &JwkSet {
+        &self.jwks
+    }
+
+    pub fn issue(
+        &self,
+        user_id: i32,
+        email: &str,
+        role: &str,
+        session_id: &str,
+    ) -> Result<(String, Claims), ApiError> {
+        let now = chrono::Utc::now().timestamp();
+        let claims = Claims {
+            sub: user_id.to_string(),
+            email: Some(email.to_string()),
+            iat: now,
+            exp: now + self.ttl.as_secs() as i64,
+            token_type: "access".into(),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
+            sid: Some(session_id.to_string()),
+            role: Some(role.to_string()),
+            iss: Some(self.issuer.clone()),
+        };
+        let mut header = Header::new(self.algorithm);
+        header.kid = self.kid.clone();
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(ApiError::internal)?;
+        Ok((token, claims))
+    }
+
+    /// Every failure is a 401: expired, tampered, wrong key or algorithm,
+    /// `alg: none`, malformed claims.
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::InvalidToken("Token expired".into()),
+                _ => ApiError::InvalidToken("Invalid token".into()),
+            })?;
+        let claims = data.claims;
+        if claims.token_type != "access" {
+            return Err(ApiError::InvalidToken("Invalid token".into()));
+        }
+        // Tokens the original issued carry no iss; ours must carry ours.
+        if claims.iss.as_deref().is_some_and(|iss| iss != self.issuer) {
+            return Err(ApiError::InvalidToken("Invalid token".into()));
+        }
+        claims.user_id()?;
+        Ok(claims)
+    }
+}

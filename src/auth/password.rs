@@ -1,0 +1,148 @@
+//! bcrypt off the async workers: each operation runs on its own low-priority
+//! thread, at most `concurrency` at once, so a burst of logins queues here
+//! instead of slowing every other route.
+
+use std::sync::Arc;
+
+use tokio::sync::{OnceCell, Semaphore, oneshot};
+
+use crate::error::ApiError;
+
+/// bcrypt reads at most 72 bytes; longer passwords are refused, not cut.
+pub const MAX_PASSWORD_BYTES: usize = 72;
+
+#[derive(Clone)]
+pub struct PasswordHasher {
+    cost: u32,
+    permits: Arc<Semaphore>,
+    dummy: Arc<OnceCell<String>>,
+}
+
+impl PasswordHasher {
+    pub fn new(cost: u32, concurrency: usize) -> Self {
+        let concurrency = if concurrency == 0 {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        } else {
+            concurrency
+        };
+        PasswordHasher {
+            cost,
+            permits: Arc::new(Semaphore::new(concurrency)),
+            dummy: Arc::new(OnceCell::new()),
+        }
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("bcrypt".into())
+            .spawn(move || {
+                lower_priority();
+                let _ = tx.send(job());
+            })
+            .map_err(ApiError::internal)?;
+        rx.await.map_err(ApiError::internal)
+    }
+
+    pub async fn hash(&self, password: &str) -> Result<String, ApiError> {
+        let password = password.to_string();
+        let cost = self.cost;
+        // Length is checked before (at most 72 bytes), so nothing is cut here;
+        // the non-truncating variant would refuse exactly 72 bytes.
+        self.run(move || bcrypt::hash(password, cost))
+            .await?
+            .map_err(ApiError::internal)
+    }
+
+    /// Verifies against `hash`, or against a dummy hash of the same cost when
+    /// there is no user, so both cases take the same time.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, ApiError> {
+        let (hash, real) = match hash {
+            Some(h) => (h.to_string(), true),
+            None => (self.dummy_hash().await?.clone(), false),
+        };
+        let password = password.to_string();
+        // A malformed stored hash counts as a mismatch, never a 500.
+        let ok = self
+            .run(move || bcrypt::verify(password, &hash).unwrap_or(false))
+            .await?;
+        Ok(ok && real)
+    }
+
+    /// Computes the dummy hash ahead of the first login.
+    pub async fn warm_up(&self) {
+        let _ = self.dummy_hash().await;
+    }
+
+    async fn dummy_hash(&self) -> Result<&String, ApiError> {
+        self.dummy
+            .get_or_try_init(|| async {
+                let cost = self.cost;
+                self.run(move || bcrypt::hash("timing-equaliser-not-a-password", cost))
+                    .await?
+                    .map_err(ApiError::internal)
+            })
+            .await
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // Per-thread nice on Linux: request threads win the CPU over hashing.
+    // SAFETY: setpriority only reads its integer arguments.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
+/// Checks a new password against the configured minimum and bcrypt's limit.
+pub fn check_new_password(password: &str, min_len: usize) -> Result<(), ApiError> {
+    if password.len() > MAX_PASSWORD_BYTES {
+        return Err(ApiError::unprocessable(format!(
+            "Password must be at most {MAX_PASSWORD_BYTES} bytes"
+        )));
+    }
+    if password.chars().count() < min_len {
+        // The original's status and wording.
+        return Err(ApiError::BadRequest(format!(
+            "Password must be at least {min_len} characters"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_users_never_match() {
+        let h = PasswordHasher::new(4, 2);
+        let hash = h.hash("correct horse").await.unwrap();
+        assert!(hash.starts_with("$2b$04$"));
+        assert!(h.verify("correct horse", Some(&hash)).await.unwrap());
+        assert!(!h.verify("wrong horse", Some(&hash)).await.unwrap());
+        assert!(!h.verify("correct horse", None).await.unwrap());
+        assert!(!h.verify("x", Some("not-a-hash")).await.unwrap());
+    }
+
+    #[test]
+    fn long_and_short_passwords_are_refused() {
+        assert!(check_new_password(&"a".repeat(72), 8).is_ok());
+        assert!(matches!(
+            check_new_password(&"a".repeat(73), 8),
+            Err(ApiError::Unprocessable(_))
+        ));
+        assert!(matches!(
+            check_new_password("short", 8),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! SeaORM entities, one per table. Kept apart from hand-written logic; the
+//! HTTP layer never serializes these directly.
+
+pub mod events;
+pub mod metrics;
+pub mod refresh_tokens;
+pub mod sessions;
+pub mod usage;
+pub mod users;

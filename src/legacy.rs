@@ -1,0 +1,140 @@
+//! The original's unprefixed routes. They call the same handlers behind the
+//! same API-key guard (the original left them open), announce their
+//! successor, and are counted so their last callers can be found.
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{Error, HttpRequest, HttpResponse, web};
+
+use crate::auth::dto::{
+    LoginRequest, ProfileUpdate, RegisterRequest, TokenResponse, UserResponse, VerifyResponse,
+};
+use crate::auth::extract::AuthenticatedUser;
+use crate::auth::routes as auth;
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+/// `/login` → `/auth/login`, `/events` → `/analytics/events`, …
+fn successor(path: &str) -> String {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "register" | "login" | "verify" | "profile" => format!("/auth{path}"),
+        _ => format!("/analytics{path}"),
+    }
+}
+
+async fn deprecated(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| req.path().to_string());
+    let link = format!("<{}>; rel=\"successor-version\"", successor(req.path()));
+    metrics::counter!("legacy_requests_total", "route" => route).increment(1);
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    headers.insert(
+        HeaderName::from_static("deprecation"),
+        HeaderValue::from_static("true"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        headers.insert(HeaderName::from_static("link"), v);
+    }
+    Ok(res)
+}
+
+/// Deprecated alias of `POST /auth/register`.
+#[utoipa::path(post, path = "/register", tag = "legacy", request_body = RegisterRequest,
+    responses((status = 201, description = "Registered", body = TokenResponse),
+              (status = 409, description = "Email already registered", body = ErrorBody)))]
+#[deprecated]
+pub async fn register(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<RegisterRequest>,
+) -> Result<HttpResponse, ApiError> {
+    auth::register(state, req, body).await
+}
+
+/// Deprecated alias of `POST /auth/login`.
+#[utoipa::path(post, path = "/login", tag = "legacy", request_body = LoginRequest,
+    responses((status = 200, description = "Logged in", body = TokenResponse),
+              (status = 401, description = "Invalid credentials", body = ErrorBody)))]
+#[deprecated]
+pub async fn login(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<LoginRequest>,
+) -> Result<HttpResponse, ApiError> {
+    auth::login(state, req, body).await
+}
+
+/// Deprecated alias of `GET /auth/verify`.
+#[utoipa::path(get, path = "/verify", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+    responses((status = 200, description = "Valid token", body = VerifyResponse),
+              (status = 401, description = "Invalid token", body = ErrorBody)))]
+#[deprecated]
+pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
+    auth::verify(user).await
+}
+
+/// Deprecated alias of `GET /auth/profile`.
+#[utoipa::path(get, path = "/profile", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+    responses((status = 200, description = "Profile", body = UserResponse),
+              (status = 401, description = "Invalid token", body = ErrorBody)))]
+#[deprecated]
+pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
+    auth::get_profile(user).await
+}
+
+/// Deprecated alias of `PUT /auth/profile`.
+#[utoipa::path(put, path = "/profile", tag = "legacy", request_body = ProfileUpdate,
+    security(("api_key" = [], "bearer" = [])),
+    responses((status = 200, description = "Updated profile", body = UserResponse),
+              (status = 401, description = "Invalid token", body = ErrorBody)))]
+#[deprecated]
+pub async fn put_profile(
+    state: web::Data<AppState>,
+    user: AuthenticatedUser,
+    body: web::Json<ProfileUpdate>,
+) -> Result<HttpResponse, ApiError> {
+    auth::put_profile(state, user, body).await
+}
+
+#[allow(deprecated)]
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/register")
+            .wrap(from_fn(deprecated))
+            .route(web::post().to(register)),
+    )
+    .service(
+        web::resource("/login")
+            .wrap(from_fn(deprecated))
+            .route(web::post().to(login)),
+    )
+    .service(
+        web::resource("/verify")
+            .wrap(from_fn(deprecated))
+            .route(web::get().to(verify)),
+    )
+    .service(
+        web::resource("/profile")
+            .wrap(from_fn(deprecated))
+            .route(web::get().to(get_profile))
+            .route(web::put().to(put_profile)),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn successors() {
+        assert_eq!(super::successor("/login"), "/auth/login");
+        assert_eq!(super::successor("/usage/7"), "/analytics/usage/7");
+        assert_eq!(super::successor("/metrics"), "/analytics/metrics");
+    }
+}
