@@ -5,5 +5,6 @@
 
 mod helpers;
 
+mod adoption;
 mod auth;
 mod foundation;
