@@ -89,6 +89,12 @@ pub struct Settings {
 
     pub analytics_retention_days: u32,
     pub metrics_batch_size: usize,
+    pub analytics_batch_limit: usize,
+    pub analytics_json_max_bytes: usize,
+    pub ingest_clock_skew: u64,
+    pub ingest_queue_capacity: usize,
+    pub ingest_max_batch_rows: usize,
+    pub ingest_wait_timeout: u64,
 }
 
 /// A configuration problem, rendered as one line that names the key.
@@ -228,6 +234,27 @@ impl Settings {
         }
         if self.analytics_retention_days == 0 {
             return Err(bad("analytics_retention_days", "must be at least 1"));
+        }
+        if !(1..=100_000).contains(&self.analytics_batch_limit) {
+            return Err(bad("analytics_batch_limit", "must be between 1 and 100000"));
+        }
+        if !(2..=16 * 1024 * 1024).contains(&self.analytics_json_max_bytes) {
+            return Err(bad(
+                "analytics_json_max_bytes",
+                "must be between 2 and 16777216",
+            ));
+        }
+        if self.ingest_queue_capacity == 0 || self.ingest_max_batch_rows == 0 {
+            return Err(bad(
+                "ingest_queue_capacity",
+                "INGEST_QUEUE_CAPACITY and INGEST_MAX_BATCH_ROWS must be at least 1",
+            ));
+        }
+        if !(1..=300).contains(&self.ingest_wait_timeout) {
+            return Err(bad(
+                "ingest_wait_timeout",
+                "must be between 1 and 300 seconds",
+            ));
         }
         if self.metrics_batch_size == 0 {
             return Err(bad("metrics_batch_size", "must be at least 1"));

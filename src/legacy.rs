@@ -8,6 +8,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{Error, HttpRequest, HttpResponse, web};
 
+use crate::analytics::dto::{EventIn, EventResponse, MetricList, MetricQuery};
+use crate::analytics::routes as analytics;
 use crate::auth::dto::{
     LoginRequest, ProfileUpdate, RegisterRequest, TokenResponse, UserResponse, VerifyResponse,
 };
@@ -104,6 +106,31 @@ pub async fn put_profile(
     auth::put_profile(state, user, body).await
 }
 
+/// Deprecated alias of `POST /analytics/events`.
+#[utoipa::path(post, path = "/events", tag = "legacy", request_body = EventIn,
+    responses((status = 200, description = "Stored", body = EventResponse),
+              (status = 422, description = "Invalid event", body = ErrorBody)))]
+#[deprecated]
+pub async fn post_event(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<EventIn>,
+) -> Result<HttpResponse, ApiError> {
+    analytics::post_event(state, req, body).await
+}
+
+/// Deprecated alias of `GET /analytics/metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "legacy", params(MetricQuery),
+    responses((status = 200, description = "A page of metrics", body = MetricList),
+              (status = 422, description = "A parameter out of range", body = ErrorBody)))]
+#[deprecated]
+pub async fn list_metrics(
+    state: web::Data<AppState>,
+    query: web::Query<MetricQuery>,
+) -> Result<HttpResponse, ApiError> {
+    analytics::list_metrics(state, query).await
+}
+
 #[allow(deprecated)]
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -126,6 +153,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(deprecated))
             .route(web::get().to(get_profile))
             .route(web::put().to(put_profile)),
+    )
+    .service(
+        web::resource("/events")
+            .wrap(from_fn(deprecated))
+            .route(web::post().to(post_event)),
+    )
+    .service(
+        web::resource("/metrics")
+            .wrap(from_fn(deprecated))
+            .route(web::get().to(list_metrics)),
     );
 }
 

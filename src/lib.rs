@@ -1,5 +1,6 @@
 //! platform-server: authentication and usage analytics in one binary.
 
+pub mod analytics;
 pub mod auth;
 pub mod cache;
 pub mod cli;

@@ -104,11 +104,12 @@ async fn create_admin(
     settings.admin_email.clear();
     settings.admin_password.clear();
     settings.metrics_enabled = false;
-    let state = platform_server::startup::build_state(settings).await?;
+    let (state, background) = platform_server::startup::build_state(settings).await?;
     let user = platform_server::auth::service::ensure_admin(&state, email, password)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("admin: id {} <{}>", user.id, user.email);
+    background.stop().await;
     Ok(ExitCode::SUCCESS)
 }
 

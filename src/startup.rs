@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
@@ -16,7 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::{RunEnvironment, Settings};
 use crate::error::json_error;
 use crate::middleware::{ApiKeys, observe, require_api_key};
-use crate::state::AppState;
+use crate::state::{AppState, Background};
 
 pub struct Application {
     port: u16,
@@ -24,12 +24,13 @@ pub struct Application {
     server: Server,
     metrics_server: Option<Server>,
     state: AppState,
+    background: Background,
     generated_api_key: Option<String>,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let state = build_state(settings).await?;
+        let (state, background) = build_state(settings).await?;
         let settings = state.settings.clone();
         // The dummy hash that equalises login timing, computed off the start path.
         let hasher = state.auth.hasher.clone();
@@ -81,6 +82,7 @@ impl Application {
                 .configure(crate::http::extractors(body_limit))
                 .configure(crate::health::routes)
                 .configure(crate::auth::routes::routes)
+                .configure(crate::analytics::routes::routes)
                 .configure(crate::legacy::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .route("/docs", web::get().to(redirect_to_docs))
@@ -102,8 +104,14 @@ impl Application {
             server: server.run(),
             metrics_server,
             state,
+            background,
             generated_api_key,
         })
+    }
+
+    /// Stops the server as a signal would (graceful when asked).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     pub fn port(&self) -> u16 {
@@ -131,7 +139,8 @@ impl Application {
             tokio::spawn(metrics);
         }
         self.server.await?;
-        tracing::info!("HTTP server stopped; closing");
+        tracing::info!("HTTP server stopped; draining the ingest queue");
+        self.background.stop().await;
         if let Some(handle) = metrics_handle {
             handle.stop(true).await;
         }
@@ -141,7 +150,7 @@ impl Application {
 }
 
 /// Storage, migrations, cache and auth material: everything but HTTP.
-pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Background)> {
     settings.validate()?;
     let db = crate::db::connect(&settings).await?;
     if settings.run_migrations {
@@ -152,7 +161,20 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         &settings.redis_key_prefix,
         settings.redis_pool_size,
     )?;
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let writer = crate::analytics::ingest::start(
+        db.clone(),
+        settings.ingest_queue_capacity,
+        settings.ingest_max_batch_rows,
+        Duration::from_secs(settings.ingest_wait_timeout),
+        shutdown_rx,
+    );
+    let background = Background {
+        shutdown,
+        tasks: vec![writer.task],
+    };
     let state = AppState {
+        ingest: writer.handle,
         db,
         cache,
         auth: crate::auth::AuthContext::from_settings(&settings)?,
@@ -169,7 +191,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         .await
         .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
     }
-    Ok(state)
+    Ok((state, background))
 }
 
 fn generate_key() -> String {

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20250101_000001_original_tables;
 mod m20250101_000002_time_indexes;
 mod m20250102_000001_auth_sessions;
+mod m20250103_000001_analytics_ingest;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000001_original_tables::Migration),
             Box::new(m20250101_000002_time_indexes::Migration),
             Box::new(m20250102_000001_auth_sessions::Migration),
+            Box::new(m20250103_000001_analytics_ingest::Migration),
         ]
     }
 }

@@ -18,12 +18,25 @@ fn indexes() -> Vec<(&'static str, DynIden, Vec<DynIden>)> {
         (
             "ix_events_user_timestamp",
             E::Table.into_iden(),
-            vec![E::UserId.into_iden(), E::Timestamp.into_iden()],
+            vec![
+                E::UserId.into_iden(),
+                E::Timestamp.into_iden(),
+                E::Id.into_iden(),
+            ],
         ),
         (
             "ix_events_type_timestamp",
             E::Table.into_iden(),
-            vec![E::EventType.into_iden(), E::Timestamp.into_iden()],
+            vec![
+                E::EventType.into_iden(),
+                E::Timestamp.into_iden(),
+                E::Id.into_iden(),
+            ],
+        ),
+        (
+            "ix_events_session_timestamp",
+            E::Table.into_iden(),
+            vec![E::SessionId.into_iden(), E::Timestamp.into_iden()],
         ),
         (
             "ix_metrics_timestamp",
@@ -33,12 +46,20 @@ fn indexes() -> Vec<(&'static str, DynIden, Vec<DynIden>)> {
         (
             "ix_metrics_name_timestamp",
             M::Table.into_iden(),
-            vec![M::MetricName.into_iden(), M::Timestamp.into_iden()],
+            vec![
+                M::MetricName.into_iden(),
+                M::Timestamp.into_iden(),
+                M::Id.into_iden(),
+            ],
         ),
         (
             "ix_metrics_user_timestamp",
             M::Table.into_iden(),
-            vec![M::UserId.into_iden(), M::Timestamp.into_iden()],
+            vec![
+                M::UserId.into_iden(),
+                M::Timestamp.into_iden(),
+                M::Id.into_iden(),
+            ],
         ),
     ]
 }

@@ -4,7 +4,7 @@ use sea_orm::entity::prelude::*;
 #[sea_orm(table_name = "platform_analytics_events")]
 pub struct Model {
     #[sea_orm(primary_key)]
-    pub id: i32,
+    pub id: i64,
     pub user_id: Option<i32>,
     pub event_type: String,
     #[sea_orm(column_type = "Json")]
@@ -13,6 +13,7 @@ pub struct Model {
     pub session_id: Option<String>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    pub event_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

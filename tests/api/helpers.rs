@@ -15,6 +15,7 @@ pub struct TestApp {
     pub client: Client,
     pub db: DatabaseConnection,
     pub env: HashMap<String, String>,
+    handle: actix_web::dev::ServerHandle,
     _sqlite_dir: Option<tempfile::TempDir>,
     pg_database: Option<(String, String)>,
 }
@@ -117,7 +118,11 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port().unwrap_or(0));
-    let db = app.state().db.clone();
+    // A pool of the test's own: the server closes its pool when it stops.
+    let db = platform_server::db::connect(&app.state().settings)
+        .await
+        .unwrap();
+    let handle = app.server_handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -129,6 +134,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
             .unwrap(),
         db,
         env,
+        handle,
         _sqlite_dir: backend.sqlite_dir,
         pg_database: backend.pg_database,
     }
@@ -188,6 +194,11 @@ impl TestApp {
 
     pub fn delete(&self, path: &str) -> RequestBuilder {
         self.request(reqwest::Method::DELETE, path)
+    }
+
+    /// Stops the server like SIGTERM would (graceful) or at once.
+    pub async fn stop(&self, graceful: bool) {
+        self.handle.stop(graceful).await;
     }
 
     pub async fn metrics_text(&self) -> String {

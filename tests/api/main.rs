@@ -6,5 +6,6 @@
 mod helpers;
 
 mod adoption;
+mod analytics;
 mod auth;
 mod foundation;

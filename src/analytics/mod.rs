@@ -1,0 +1,6 @@
+//! Analytics: durable group-commit ingestion and bounded queries.
+
+pub mod dto;
+pub mod ingest;
+pub mod queries;
+pub mod routes;

@@ -1,0 +1,628 @@
+//! Analytics: durable ingestion, validation, idempotency and every query's numbers.
+
+use chrono::{Duration, DurationRound, Utc};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn count(app: &TestApp, table: &str) -> i64 {
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!("SELECT COUNT(*) AS n FROM {table}"),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
+async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
+    json(app.post(path).json(&body).send().await.unwrap()).await
+}
+
+async fn get(app: &TestApp, path: &str) -> Value {
+    let (status, body) = json(app.get(path).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+fn before(base: chrono::DateTime<Utc>, minutes: i64) -> String {
+    (base - Duration::minutes(minutes)).to_rfc3339()
+}
+
+#[tokio::test]
+async fn an_event_is_stored_and_answered_as_committed() {
+    let app = spawn_app().await;
+    let resp = app
+        .post("/analytics/events")
+        .header("User-Agent", "probe/1.0")
+        .json(&json!({"event_type": "user_login", "user_id": 7, "session_id": "s-1", "event_data": {"source": "web", "n": [1, 2]}}))
+        .send()
+        .await
+        .unwrap();
+    let (status, ev) = json(resp).await;
+    assert_eq!(status, 200, "{ev}");
+    assert!(ev["id"].as_i64().unwrap() > 0);
+    assert_eq!(ev["event_type"], "user_login");
+    assert_eq!(ev["event_data"], json!({"source": "web", "n": [1, 2]}));
+    assert_eq!(ev["user_id"], 7);
+    assert_eq!(ev["session_id"], "s-1");
+    assert!(ev["timestamp"].as_str().unwrap().ends_with('Z'));
+
+    let row = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!(
+                "SELECT ip_address, user_agent FROM platform_analytics_events WHERE id = {}",
+                ev["id"]
+            ),
+        ))
+        .await
+        .unwrap()
+        .expect("committed before the answer");
+    assert_eq!(
+        row.try_get::<String>("", "ip_address").unwrap(),
+        "127.0.0.1"
+    );
+    assert_eq!(
+        row.try_get::<String>("", "user_agent").unwrap(),
+        "probe/1.0"
+    );
+
+    let list = get(&app, "/analytics/events").await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["events"][0], ev);
+    assert_eq!(list["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn a_metric_is_stored_with_its_defaults() {
+    let app = spawn_app().await;
+    let (status, m) = post(
+        &app,
+        "/analytics/metrics",
+        json!({"metric_name": "api_calls", "metric_value": 1, "service_name": "gw", "endpoint": "/auth/login", "labels": {"region": "eu"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["metric_type"], "counter");
+    assert_eq!(m["metric_value"], 1.0);
+    assert_eq!(m["labels"], json!({"region": "eu"}));
+    assert_eq!(m["user_id"], Value::Null);
+    let list = get(&app, "/analytics/metrics").await;
+    assert_eq!(list["metrics"][0], m);
+}
+
+#[tokio::test]
+async fn bad_input_is_422_and_stores_nothing() {
+    let app = spawn_app().await;
+    let long = "x".repeat(101);
+    let events = vec![
+        json!({"event_type": ""}),
+        json!({"event_type": "   "}),
+        json!({"event_type": long}),
+        json!({"event_type": "a", "user_id": 2147483648i64}),
+        json!({"event_type": "a", "user_id": 0}),
+        json!({"event_type": "a", "user_id": -1}),
+        json!({"event_type": "a", "user_id": "7"}),
+        json!({"event_type": "a", "event_data": "text"}),
+        json!({"event_type": "a", "event_data": [1, 2]}),
+        json!({"event_type": "a", "event_data": {"big": "y".repeat(70_000)}}),
+        json!({"event_type": "a", "session_id": "s".repeat(256)}),
+        json!({"event_type": "a", "event_id": "e".repeat(129)}),
+        json!({"event_type": "a", "timestamp": (Utc::now() + Duration::hours(1)).to_rfc3339()}),
+        json!({"event_type": "a", "timestamp": (Utc::now() - Duration::days(91)).to_rfc3339()}),
+        json!({"event_type": "a", "timestamp": "yesterday"}),
+        json!({"event_type": "nul\u{0}byte"}),
+        json!({"event_type": 5}),
+        json!({}),
+    ];
+    for body in events {
+        let (status, err) = post(&app, "/analytics/events", body.clone()).await;
+        assert_eq!(status, 422, "{body} -> {err}");
+        assert!(err["detail"].is_string());
+    }
+    let metrics = vec![
+        json!({"metric_name": "m", "metric_value": "NaN"}),
+        json!({"metric_name": "m", "metric_value": null}),
+        json!({"metric_name": "", "metric_value": 1}),
+        json!({"metric_name": long, "metric_value": 1}),
+        json!({"metric_name": "m", "metric_value": 1, "metric_type": "summary"}),
+        json!({"metric_name": "m", "metric_value": 1, "service_name": "s".repeat(101)}),
+        json!({"metric_name": "m", "metric_value": 1, "endpoint": "e".repeat(256)}),
+        json!({"metric_name": "m", "metric_value": 1, "labels": "x"}),
+        json!({"metric_name": "m", "metric_value": 1, "user_id": 99999999999i64}),
+    ];
+    for body in metrics {
+        let (status, err) = post(&app, "/analytics/metrics", body.clone()).await;
+        assert_eq!(status, 422, "{body} -> {err}");
+    }
+    // Bodies JSON cannot even express: NaN, Infinity, 1e400, absurd nesting.
+    for raw in [
+        r#"{"metric_name": "m", "metric_value": NaN}"#.to_string(),
+        r#"{"metric_name": "m", "metric_value": Infinity}"#.to_string(),
+        r#"{"metric_name": "m", "metric_value": 1e400}"#.to_string(),
+        format!(
+            r#"{{"metric_name": "m", "metric_value": 1, "labels": {{"a": {}{}}}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        ),
+    ] {
+        let resp = app
+            .post("/analytics/metrics")
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 422).await;
+    }
+    let resp = app
+        .post("/analytics/events")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 413).await;
+    assert_eq!(count(&app, "platform_analytics_events").await, 0);
+    assert_eq!(count(&app, "platform_analytics_metrics").await, 0);
+    // The list still works for everyone afterwards (the original broke here).
+    assert_eq!(get(&app, "/analytics/metrics").await["count"], 0);
+}
+
+#[tokio::test]
+async fn batches_are_all_or_nothing_and_bounded() {
+    let app = spawn_app_with(&[("ANALYTICS_BATCH_LIMIT", "50")]).await;
+    let good: Vec<Value> = (0..50)
+        .map(|i| json!({"metric_name": "api_calls", "metric_value": i, "user_id": 1}))
+        .collect();
+    let (status, body) = post(&app, "/analytics/metrics/batch", json!({"metrics": good})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "Created 50 metrics successfully");
+    assert_eq!(body["count"], 50);
+    let ids: Vec<i64> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    assert!(ids.windows(2).all(|w| w[1] > w[0]), "ids in request order");
+
+    let mut one_bad = good_metrics(10);
+    one_bad[7]["metric_value"] = json!("oops");
+    let (status, _) = post(
+        &app,
+        "/analytics/metrics/batch",
+        json!({"metrics": one_bad}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let mut one_bad = good_metrics(10);
+    one_bad[3]["metric_type"] = json!("bogus");
+    let (status, err) = post(
+        &app,
+        "/analytics/metrics/batch",
+        json!({"metrics": one_bad}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(
+        err["detail"],
+        "metrics[3]: metric_type must be one of counter, gauge, histogram"
+    );
+    let (status, _) = post(
+        &app,
+        "/analytics/metrics/batch",
+        json!({"metrics": good_metrics(51)}),
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert_eq!(count(&app, "platform_analytics_metrics").await, 50);
+
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"event_type": format!("t{}", i % 3)}))
+        .collect();
+    let (status, body) = post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    assert_eq!((status, body["count"].as_i64()), (200, Some(20)));
+    assert_eq!(body["message"], "Created 20 events successfully");
+    let (status, _) = post(
+        &app,
+        "/analytics/events/batch",
+        json!({"events": [{"event_type": "ok"}, {"event_type": ""}]}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(count(&app, "platform_analytics_events").await, 20);
+}
+
+fn good_metrics(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"metric_name": "m", "metric_value": i}))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_retried_event_id_is_stored_once() {
+    let app = spawn_app().await;
+    let body =
+        json!({"event_type": "purchase", "event_id": "order-42", "event_data": {"total": 10}});
+    let (_, first) = post(&app, "/analytics/events", body.clone()).await;
+    let (status, again) = post(
+        &app,
+        "/analytics/events",
+        json!({"event_type": "purchase", "event_id": "order-42", "event_data": {"total": 99}}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(again, first, "the stored row, not the retry's data");
+    // Duplicates inside one batch, and against the stored row.
+    let (_, batch) = post(
+        &app,
+        "/analytics/events/batch",
+        json!({"events": [{"event_type": "x", "event_id": "b-1"}, {"event_type": "x", "event_id": "b-1"}, {"event_type": "x", "event_id": "order-42"}]}),
+    )
+    .await;
+    let ids = batch["ids"].as_array().unwrap();
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[2], first["id"]);
+    assert_eq!(count(&app, "platform_analytics_events").await, 2);
+}
+
+#[tokio::test]
+async fn metric_lists_filter_and_page_without_gaps() {
+    let app = spawn_app().await;
+    let base = Utc::now();
+    let mut batch = vec![];
+    for i in 0..25 {
+        batch.push(json!({
+            "metric_name": if i % 5 == 0 { "tokens_used" } else { "api_calls" },
+            "metric_value": i,
+            "metric_type": if i % 2 == 0 { "counter" } else { "gauge" },
+            "user_id": 1 + i % 2,
+            "service_name": if i < 10 { "gateway" } else { "worker" },
+            "endpoint": format!("/e{}", i % 3),
+            "timestamp": before(base, 100 - i),
+        }));
+    }
+    let (status, _) = post(&app, "/analytics/metrics/batch", json!({"metrics": batch})).await;
+    assert_eq!(status, 200);
+
+    let mut seen = vec![];
+    let mut path = "/analytics/metrics?limit=10".to_string();
+    loop {
+        let page = get(&app, &path).await;
+        for m in page["metrics"].as_array().unwrap() {
+            seen.push(m["metric_value"].as_f64().unwrap() as i64);
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/analytics/metrics?limit=10&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..25).rev().collect::<Vec<_>>(),
+        "newest first, each once"
+    );
+
+    let checks: Vec<(&str, usize)> = vec![
+        ("metric_name=tokens_used", 5),
+        ("service_name=gateway", 10),
+        ("user_id=2", 12),
+        ("endpoint=/e0", 9),
+        ("metric_type=gauge", 12),
+        ("metric_name=api_calls&service_name=worker&user_id=1", 6),
+    ];
+    for (q, n) in checks {
+        let page = get(&app, &format!("/analytics/metrics?{q}")).await;
+        assert_eq!(page["count"], n, "{q}");
+    }
+    let from = before(base, 90);
+    let to = before(base, 80);
+    let url = format!(
+        "/analytics/metrics?from={}&to={}",
+        urlenc(&from),
+        urlenc(&to)
+    );
+    let page = get(&app, &url).await;
+    let values: Vec<i64> = page["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["metric_value"].as_f64().unwrap() as i64)
+        .collect();
+    assert_eq!(values, (10..20).rev().collect::<Vec<_>>());
+
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=-5",
+        "limit=x",
+        "cursor=nope!",
+        "user_id=0",
+        "metric_type=summary",
+        "from=2026-13-01T00:00:00Z",
+        &format!("from={}&to={}", urlenc(&to), urlenc(&from)),
+    ] {
+        let resp = app
+            .get(&format!("/analytics/metrics?{bad}"))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 422).await;
+    }
+}
+
+fn urlenc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+#[tokio::test]
+async fn event_queries_count_exactly() {
+    let app = spawn_app().await;
+    let hour = |h: i64| Utc::now().duration_trunc(Duration::hours(1)).unwrap() - Duration::hours(h);
+    let mut events = vec![];
+    // 3 logins two hours back, 2 purchases one hour back, 1 view now, 1 old (30 h).
+    for i in 0..3 {
+        events.push(json!({"event_type": "login", "user_id": 1 + i, "timestamp": (hour(2) + Duration::minutes(5)).to_rfc3339()}));
+    }
+    for _ in 0..2 {
+        events.push(json!({"event_type": "purchase", "user_id": 1, "session_id": "s9", "timestamp": (hour(1) + Duration::minutes(1)).to_rfc3339()}));
+    }
+    events.push(json!({"event_type": "view"}));
+    events.push(json!({"event_type": "old", "user_id": 50, "timestamp": (Utc::now() - Duration::hours(30)).to_rfc3339()}));
+    let (status, _) = post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    assert_eq!(status, 200);
+
+    let by_type = get(&app, "/analytics/events/by-type?hours=24").await;
+    assert_eq!(
+        by_type["event_types"],
+        json!([{"event_type": "login", "count": 3}, {"event_type": "purchase", "count": 2}, {"event_type": "view", "count": 1}])
+    );
+    let ts = get(&app, "/analytics/events/timeseries?interval=hour&hours=3").await;
+    assert_eq!(ts["interval"], "hour");
+    let buckets = ts["buckets"].as_array().unwrap();
+    let find = |t: chrono::DateTime<Utc>| {
+        buckets
+            .iter()
+            .find(|b| {
+                b["start"].as_str().unwrap() == t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            })
+            .map(|b| b["count"].as_i64().unwrap())
+    };
+    assert_eq!(find(hour(2)), Some(3));
+    assert_eq!(find(hour(1)), Some(2));
+    assert_eq!(find(hour(0)), Some(1));
+    assert_eq!(
+        buckets
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum::<i64>(),
+        6
+    );
+    let only = get(
+        &app,
+        "/analytics/events/timeseries?interval=day&hours=48&event_type=old",
+    )
+    .await;
+    assert_eq!(
+        only["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum::<i64>(),
+        1
+    );
+    let minutes = get(&app, "/analytics/events/timeseries?interval=minute&hours=1").await;
+    assert_eq!(minutes["buckets"].as_array().unwrap().len(), 61);
+
+    let user = get(&app, "/analytics/users/1/events").await;
+    assert_eq!(user["count"], 3);
+    let session = get(&app, "/analytics/events?session_id=s9").await;
+    assert_eq!(session["count"], 2);
+    let typed = get(&app, "/analytics/events?event_type=login&user_id=2").await;
+    assert_eq!(typed["count"], 1);
+
+    for bad in [
+        "/analytics/events/by-type?hours=0",
+        "/analytics/events/by-type?hours=100000",
+        "/analytics/events/timeseries?interval=week",
+        "/analytics/events/timeseries?interval=minute&hours=500",
+        "/analytics/events?limit=0",
+        "/analytics/users/0/events",
+        "/analytics/users/abc/events",
+    ] {
+        let resp = app.get(bad).send().await.unwrap();
+        expect_error(resp, 422).await;
+    }
+}
+
+#[tokio::test]
+async fn dashboard_and_summary_numbers() {
+    let app = spawn_app().await;
+    let events = vec![
+        json!({"event_type": "login", "user_id": 1}),
+        json!({"event_type": "login", "user_id": 2}),
+        json!({"event_type": "login", "user_id": 2}),
+        json!({"event_type": "view"}),
+        json!({"event_type": "old", "user_id": 9, "timestamp": (Utc::now() - Duration::hours(5)).to_rfc3339()}),
+    ];
+    post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    let mut metrics = vec![];
+    for (endpoint, n) in [
+        ("/a", 6),
+        ("/b", 5),
+        ("/c", 4),
+        ("/d", 3),
+        ("/e", 2),
+        ("/f", 1),
+    ] {
+        for _ in 0..n {
+            metrics
+                .push(json!({"metric_name": "api_calls", "metric_value": 2, "endpoint": endpoint}));
+        }
+    }
+    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.25}));
+    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.5}));
+    metrics.push(json!({"metric_name": "api_calls", "metric_value": 100, "timestamp": (Utc::now() - Duration::hours(5)).to_rfc3339()}));
+    post(
+        &app,
+        "/analytics/metrics/batch",
+        json!({"metrics": metrics}),
+    )
+    .await;
+
+    let d = get(&app, "/analytics/dashboard?hours=2").await;
+    assert_eq!(d["total_events"], 4);
+    assert_eq!(d["active_users"], 2);
+    assert_eq!(d["total_api_calls"], 42.0);
+    assert_eq!(d["total_cost"], 0.75);
+    assert_eq!(
+        d["top_endpoints"],
+        json!([{"endpoint": "/a", "count": 6}, {"endpoint": "/b", "count": 5}, {"endpoint": "/c", "count": 4}, {"endpoint": "/d", "count": 3}, {"endpoint": "/e", "count": 2}])
+    );
+    assert_eq!(d["recent_events"].as_array().unwrap().len(), 4);
+    assert_eq!(d["recent_events"][0]["event_type"], "view");
+    assert_eq!(
+        d["event_types"][0],
+        json!({"event_type": "login", "count": 3})
+    );
+    assert_eq!(
+        d["hourly"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum::<i64>(),
+        4
+    );
+
+    let wide = get(&app, "/analytics/dashboard?hours=24").await;
+    assert_eq!(wide["total_events"], 5);
+    assert_eq!(wide["active_users"], 3);
+    assert_eq!(wide["total_api_calls"], 142.0);
+    for bad in ["hours=0", "hours=8785", "hours=-1", "hours=abc"] {
+        expect_error(
+            app.get(&format!("/analytics/dashboard?{bad}"))
+                .send()
+                .await
+                .unwrap(),
+            422,
+        )
+        .await;
+    }
+
+    crate::auth::register(&app, "a@example.com", "password123").await;
+    let s = get(&app, "/analytics/summary").await;
+    assert_eq!(s["total_users"], 1);
+    assert_eq!(s["events_24h"], 5);
+    assert_eq!(s["active_users_24h"], 3);
+    assert_eq!(
+        s["top_event_types"][0],
+        json!({"event_type": "login", "count": 3})
+    );
+
+    let text = app.metrics_text().await;
+    // The recorder is process-wide, so other tests add to these counters.
+    assert!(
+        text.contains(r#"ingest_rows_total{kind="event"}"#),
+        "{text}"
+    );
+    assert!(text.contains("ingest_commit_duration_seconds_bucket"));
+}
+
+#[tokio::test]
+async fn legacy_analytics_aliases() {
+    let app = spawn_app().await;
+    let resp = app
+        .client
+        .post(app.url("/events"))
+        .json(&json!({"event_type": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(resp, 401).await, "Missing API key");
+    let resp = app
+        .post("/events")
+        .json(&json!({"event_type": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["deprecation"], "true");
+    assert_eq!(
+        resp.headers()["link"],
+        "</analytics/events>; rel=\"successor-version\""
+    );
+    let (status, ev) = json(resp).await;
+    assert_eq!((status, ev["event_type"].as_str()), (200, Some("x")));
+    post(
+        &app,
+        "/analytics/metrics",
+        json!({"metric_name": "m", "metric_value": 3}),
+    )
+    .await;
+    let resp = app.get("/metrics?metric_name=m").send().await.unwrap();
+    assert_eq!(
+        resp.headers()["link"],
+        "</analytics/metrics>; rel=\"successor-version\""
+    );
+    let (_, list) = json(resp).await;
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["metrics"][0]["metric_value"], 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shutdown_loses_no_acknowledged_event() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let app = spawn_app().await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut tasks = vec![];
+    for i in 0..400 {
+        let req = app
+            .post("/analytics/events")
+            .json(&json!({"event_type": "load", "event_id": format!("e{i}")}));
+        let answered = answered.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = req.send().await;
+            answered.fetch_add(1, Ordering::SeqCst);
+            resp
+        }));
+    }
+    // Stop while requests are in flight, as SIGTERM would.
+    for _ in 0..2000 {
+        if answered.load(Ordering::SeqCst) >= 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.stop(true).await;
+    let mut acked = vec![];
+    for t in tasks {
+        if let Ok(Ok(resp)) = t.await
+            && resp.status() == 200
+        {
+            let body: Value = resp.json().await.unwrap();
+            acked.push(body["id"].as_i64().unwrap());
+        }
+    }
+    assert!(acked.len() >= 20, "{} acknowledged", acked.len());
+    for id in acked {
+        let row = app
+            .db
+            .query_one_raw(Statement::from_string(
+                app.db.get_database_backend(),
+                format!("SELECT id FROM platform_analytics_events WHERE id = {id}"),
+            ))
+            .await
+            .unwrap();
+        assert!(row.is_some(), "acknowledged event {id} is stored");
+    }
+}
