@@ -95,6 +95,20 @@ pub struct Settings {
     pub ingest_queue_capacity: usize,
     pub ingest_max_batch_rows: usize,
     pub ingest_wait_timeout: u64,
+    pub usage_rollup_interval: u64,
+    pub retention_interval: u64,
+    pub pricing: Vec<PriceEntry>,
+    pub model_prices: String,
+}
+
+/// One row of the price table, as configured (dollars per million tokens).
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct PriceEntry {
+    pub model: String,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    /// RFC 3339 or a plain date (`2025-01-01`, midnight UTC).
+    pub effective_from: String,
 }
 
 /// A configuration problem, rendered as one line that names the key.
@@ -256,6 +270,13 @@ impl Settings {
                 "must be between 1 and 300 seconds",
             ));
         }
+        if self.usage_rollup_interval == 0 || self.retention_interval == 0 {
+            return Err(bad(
+                "usage_rollup_interval",
+                "USAGE_ROLLUP_INTERVAL and RETENTION_INTERVAL must be at least 1 second",
+            ));
+        }
+        self.price_list()?;
         if self.metrics_batch_size == 0 {
             return Err(bad("metrics_batch_size", "must be at least 1"));
         }
@@ -352,6 +373,38 @@ impl Settings {
                 "expected seconds or a number with m, h or d",
             )
         })
+    }
+
+    /// The price table: `MODEL_PRICES` (JSON) when set, else `pricing`.
+    pub fn price_list(&self) -> Result<Vec<PriceEntry>, ConfigError> {
+        let key = if self.model_prices.trim().is_empty() {
+            "pricing"
+        } else {
+            "model_prices"
+        };
+        let list: Vec<PriceEntry> = if key == "pricing" {
+            self.pricing.clone()
+        } else {
+            serde_json::from_str(&self.model_prices)
+                .map_err(|e| bad(key, format!("not a JSON list of prices ({e})")))?
+        };
+        for p in &list {
+            let ok = !p.model.trim().is_empty()
+                && p.input_per_million.is_finite()
+                && p.output_per_million.is_finite()
+                && p.input_per_million >= 0.0
+                && p.output_per_million >= 0.0
+                && p.input_per_million < 1e9
+                && p.output_per_million < 1e9
+                && parse_instant(&p.effective_from).is_some();
+            if !ok {
+                return Err(bad(
+                    key,
+                    format!("invalid price entry for model {:?}", p.model),
+                ));
+            }
+        }
+        Ok(list)
     }
 
     /// `None` means the embedded SQLite database.
@@ -469,6 +522,20 @@ fn config_error(err: config::ConfigError) -> ConfigError {
     }
 }
 
+/// RFC 3339, or a date meaning midnight UTC.
+pub fn parse_instant(value: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let v = value.trim();
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|d| d.and_utc())
+        })
+}
+
 pub fn split_list(value: &str) -> Vec<String> {
     value
         .split(',')
@@ -566,6 +633,21 @@ mod tests {
         let err =
             Settings::load_with(Some(env(&[("TRUSTED_PROXIES", "10.0.0.0/33")]))).unwrap_err();
         assert_eq!(err.key, "TRUSTED_PROXIES");
+    }
+
+    #[test]
+    fn prices_come_from_model_prices_or_the_list() {
+        let s = Settings::load_with(Some(env(&[(
+            "MODEL_PRICES",
+            r#"[{"model":"m1","input_per_million":2.5,"output_per_million":10,"effective_from":"2025-01-01"}]"#,
+        )])))
+        .unwrap();
+        let list = s.price_list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].input_per_million, 2.5);
+        let err =
+            Settings::load_with(Some(env(&[("MODEL_PRICES", "[{\"model\":\"\"}]")]))).unwrap_err();
+        assert_eq!(err.key, "MODEL_PRICES");
     }
 
     #[test]

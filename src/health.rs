@@ -23,6 +23,8 @@ pub struct HealthResponse {
     pub uptime_seconds: u64,
     pub components: Components,
     pub endpoints: Endpoints,
+    /// Last run of each background job (from the database, so every replica agrees).
+    pub jobs: Vec<crate::jobs::JobHealth>,
     /// Present when unhealthy, as the original answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'static str>,
@@ -151,6 +153,15 @@ async fn check_redis(state: &AppState) -> RedisComponent {
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (database, redis) = tokio::join!(check_database(&state), check_redis(&state));
     let db_ok = database.connection == "active";
+    let jobs = if db_ok {
+        tokio::time::timeout(CHECK_TIMEOUT, crate::jobs::health(&state.db))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default()
+    } else {
+        vec![]
+    };
     let status = match (db_ok, redis.status) {
         (false, _) => "unhealthy",
         (true, "unhealthy") => "degraded",
@@ -189,6 +200,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
                 "/analytics/costs",
             ],
         },
+        jobs,
         detail: (!db_ok).then_some("Service unhealthy"),
     };
     if db_ok {

@@ -10,10 +10,12 @@ use actix_web::{Error, HttpRequest, HttpResponse, web};
 
 use crate::analytics::dto::{EventIn, EventResponse, MetricList, MetricQuery};
 use crate::analytics::routes as analytics;
+use crate::analytics::usage::{self, CostsQuery, CostsResponse, UsageQuery, UsageRow};
 use crate::auth::dto::{
     LoginRequest, ProfileUpdate, RegisterRequest, TokenResponse, UserResponse, VerifyResponse,
 };
 use crate::auth::extract::AuthenticatedUser;
+use crate::auth::extract::MaybeUser;
 use crate::auth::routes as auth;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
@@ -131,6 +133,34 @@ pub async fn list_metrics(
     analytics::list_metrics(state, query).await
 }
 
+/// Deprecated alias of `GET /analytics/usage/{user_id}`.
+#[utoipa::path(get, path = "/usage/{user_id}", tag = "legacy",
+    params(("user_id" = i64, Path, description = "User id"), UsageQuery),
+    responses((status = 200, description = "Usage rows", body = Vec<UsageRow>),
+              (status = 403, description = "Another user's usage", body = ErrorBody)))]
+#[deprecated]
+pub async fn get_usage(
+    state: web::Data<AppState>,
+    caller: MaybeUser,
+    user_id: web::Path<i64>,
+    query: web::Query<UsageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    usage::get_usage(state, caller, user_id, query).await
+}
+
+/// Deprecated alias of `GET /analytics/costs`.
+#[utoipa::path(get, path = "/costs", tag = "legacy", params(CostsQuery),
+    responses((status = 200, description = "Cost report", body = CostsResponse),
+              (status = 403, description = "Another user's costs", body = ErrorBody)))]
+#[deprecated]
+pub async fn get_costs(
+    state: web::Data<AppState>,
+    caller: MaybeUser,
+    query: web::Query<CostsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    usage::get_costs(state, caller, query).await
+}
+
 #[allow(deprecated)]
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -163,6 +193,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/metrics")
             .wrap(from_fn(deprecated))
             .route(web::get().to(list_metrics)),
+    )
+    .service(
+        web::resource("/usage/{user_id}")
+            .wrap(from_fn(deprecated))
+            .route(web::get().to(get_usage)),
+    )
+    .service(
+        web::resource("/costs")
+            .wrap(from_fn(deprecated))
+            .route(web::get().to(get_costs)),
     );
 }
 

@@ -10,6 +10,7 @@ pub mod entity;
 pub mod error;
 pub mod health;
 pub mod http;
+pub mod jobs;
 pub mod legacy;
 pub mod middleware;
 pub mod net;

@@ -43,6 +43,10 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::analytics::routes::timeseries,
         crate::analytics::routes::dashboard,
         crate::analytics::routes::summary,
+        crate::analytics::usage::get_usage,
+        crate::analytics::usage::get_costs,
+        crate::analytics::usage::run_rollup,
+        crate::analytics::usage::run_retention,
         crate::legacy::register,
         crate::legacy::login,
         crate::legacy::verify,
@@ -50,6 +54,8 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::legacy::put_profile,
         crate::legacy::post_event,
         crate::legacy::list_metrics,
+        crate::legacy::get_usage,
+        crate::legacy::get_costs,
     ),
     components(schemas(crate::error::ErrorBody)),
     modifiers(&SecuritySchemes),
@@ -59,6 +65,7 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         (name = "auth", description = "Accounts, sessions and tokens"),
         (name = "admin", description = "User administration (admin role)"),
         (name = "analytics", description = "Events and metrics: ingestion and queries"),
+        (name = "usage", description = "Usage and costs from the rollup jobs"),
         (name = "legacy", description = "Deprecated aliases of the original service"),
     )
 )]

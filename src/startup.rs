@@ -30,8 +30,10 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let (state, background) = build_state(settings).await?;
+        let (state, mut background) = build_state(settings).await?;
         let settings = state.settings.clone();
+        let jobs = crate::jobs::start(state.clone(), background.shutdown.subscribe());
+        background.tasks.extend(jobs);
         // The dummy hash that equalises login timing, computed off the start path.
         let hasher = state.auth.hasher.clone();
         tokio::spawn(async move { hasher.warm_up().await });
@@ -83,6 +85,7 @@ impl Application {
                 .configure(crate::health::routes)
                 .configure(crate::auth::routes::routes)
                 .configure(crate::analytics::routes::routes)
+                .configure(crate::analytics::usage::routes)
                 .configure(crate::legacy::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .route("/docs", web::get().to(redirect_to_docs))
@@ -174,6 +177,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
         tasks: vec![writer.task],
     };
     let state = AppState {
+        jobs: Arc::new(crate::jobs::JobsContext::new(
+            crate::jobs::pricing::PriceTable::new(&settings.price_list()?),
+        )),
         ingest: writer.handle,
         db,
         cache,

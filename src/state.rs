@@ -21,6 +21,7 @@ pub struct AppState {
     pub auth: Arc<AuthContext>,
     pub trusted_proxies: Arc<Vec<IpNet>>,
     pub ingest: IngestHandle,
+    pub jobs: Arc<crate::jobs::JobsContext>,
 }
 
 /// Tasks that outlive requests (the ingest writer, jobs). Stopped after the

@@ -10,6 +10,7 @@ mod m20250101_000001_original_tables;
 mod m20250101_000002_time_indexes;
 mod m20250102_000001_auth_sessions;
 mod m20250103_000001_analytics_ingest;
+mod m20250104_000001_usage_rollups;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000002_time_indexes::Migration),
             Box::new(m20250102_000001_auth_sessions::Migration),
             Box::new(m20250103_000001_analytics_ingest::Migration),
+            Box::new(m20250104_000001_usage_rollups::Migration),
         ]
     }
 }

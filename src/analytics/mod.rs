@@ -4,3 +4,4 @@ pub mod dto;
 pub mod ingest;
 pub mod queries;
 pub mod routes;
+pub mod usage;

@@ -254,7 +254,7 @@ impl Interval {
     }
 
     /// SQL that truncates the timestamp to the bucket start, as text.
-    fn sql(self, backend: DbBackend) -> &'static str {
+    pub fn sql_expr(self, backend: DbBackend) -> &'static str {
         match (backend, self) {
             (DbBackend::Postgres, Interval::Minute) => {
                 "to_char(date_trunc('minute', \"timestamp\"), 'YYYY-MM-DD HH24:MI:SS')"
@@ -287,7 +287,7 @@ pub async fn timeseries(
         )));
     }
     let start = since(hours);
-    let bucket = Expr::cust(interval.sql(db.get_database_backend()));
+    let bucket = Expr::cust(interval.sql_expr(db.get_database_backend()));
     let mut q = events::Entity::find()
         .select_only()
         .column_as(bucket.clone(), "bucket")

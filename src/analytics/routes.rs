@@ -12,7 +12,12 @@ fn limits(state: &AppState) -> Limits {
     let now = super::ingest::now();
     Limits {
         json_max_bytes: state.settings.analytics_json_max_bytes,
-        oldest: now - chrono::Duration::days(i64::from(state.settings.analytics_retention_days)),
+        // One day inside the horizon: a late row never lands in a day that
+        // retention is part-way through deleting (rollups recompute whole days).
+        oldest: now
+            - chrono::Duration::days(i64::from(
+                state.settings.analytics_retention_days.max(2) - 1,
+            )),
         newest: now + chrono::Duration::seconds(state.settings.ingest_clock_skew as i64),
     }
 }

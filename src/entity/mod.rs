@@ -2,8 +2,10 @@
 //! HTTP layer never serializes these directly.
 
 pub mod events;
+pub mod jobs;
 pub mod metrics;
 pub mod refresh_tokens;
 pub mod sessions;
 pub mod usage;
+pub mod usage_breakdown;
 pub mod users;

@@ -6,13 +6,14 @@ pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i32,
     pub user_id: i32,
-    pub api_calls_count: i32,
-    pub tokens_used: i32,
+    pub api_calls_count: i64,
+    pub tokens_used: i64,
     pub cost_usd: f64,
     pub date: DateTime,
     pub period_type: String,
     pub created_at: DateTime,
     pub updated_at: DateTime,
+    pub cost_nano_usd: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -60,10 +60,21 @@ async fn a_database_made_by_the_original_is_adopted() {
         "platform_users",
         "platform_analytics_events",
         "platform_analytics_metrics",
-        "platform_analytics_usage",
     ] {
         assert_eq!(count(&app.db, table).await, 1, "{table} keeps its row");
     }
+    // Usage is derived: the rollup may add a monthly row and recompute the
+    // day from the metric, but the original's row itself stays.
+    let kept = app
+        .db
+        .query_one_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT user_id, period_type FROM platform_analytics_usage WHERE id = 1".to_string(),
+        ))
+        .await
+        .unwrap()
+        .expect("the original's usage row");
+    assert_eq!(kept.try_get::<String>("", "period_type").unwrap(), "daily");
     let resp = app
         .client
         .get(app.url("/health/ready"))

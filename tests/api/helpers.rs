@@ -89,6 +89,9 @@ fn base_env() -> HashMap<String, String> {
         ("METRICS_PORT", "0"),
         ("WORKERS", "2"),
         ("JWT_SECRET", "integration-test-secret-that-is-long-enough"),
+        // Tests run jobs when they choose; the schedule only ticks at start.
+        ("USAGE_ROLLUP_INTERVAL", "3600"),
+        ("RETENTION_INTERVAL", "3600"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -113,6 +116,10 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         env.insert(k.to_string(), v.to_string());
     }
     let settings = Settings::load_with(Some(env.clone())).expect("test settings are valid");
+    if std::env::var("TEST_LOG").is_ok() {
+        // TEST_LOG=1 cargo test -- --nocapture shows the servers' logs.
+        platform_server::telemetry::init_tracing(&settings);
+    }
     let app = Application::build(settings)
         .await
         .expect("application builds");

@@ -9,3 +9,4 @@ mod adoption;
 mod analytics;
 mod auth;
 mod foundation;
+mod usage;

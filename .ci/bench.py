@@ -1,0 +1,225 @@
+#!/usr/bin/env python3
+"""Load benchmark of a release build against real PostgreSQL and Redis.
+
+Run through .ci/bench.sh, which builds the binary and starts the services.
+Drives load with wrk (Debian's package) on loopback, prints one table and
+writes it as JSON. `--quick` runs each scenario for a few seconds (CI smoke).
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "platform-server")
+API_KEY = "bench-key-0123456789abcdef"
+PORT = int(os.environ.get("BENCH_PORT", "18007"))
+METRICS_PORT = int(os.environ.get("BENCH_METRICS_PORT", "19464"))
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+def http(method, path, body=None, headers=None, timeout=30):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req.add_header("X-API-Key", API_KEY)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def lua(method, body=None, headers=None):
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["X-API-Key"] = "{API_KEY}"']
+    if body is not None:
+        lines.append('wrk.headers["Content-Type"] = "application/json"')
+        lines.append("wrk.body = [[" + json.dumps(body) + "]]")
+    for k, v in (headers or {}).items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+    f.write("\n".join(lines) + "\n")
+    f.close()
+    return f.name
+
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_wrk(out):
+    res = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": 0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if m:
+        res["rps"] = float(m.group(1))
+    m = re.search(r"(\d+) requests in", out)
+    if m:
+        res["requests"] = int(m.group(1))
+    for pct, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+        m = re.search(rf"\s{re.escape(pct)}\s+([\d.]+)(us|ms|s)\b", out)
+        if m:
+            res[key] = float(m.group(1)) * UNITS[m.group(2)]
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        res["errors"] += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        res["errors"] += sum(int(x) for x in m.groups())
+    return res
+
+
+def wrk(path, script, seconds, threads=1, conns=32, rate=None):
+    cmd = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", script, BASE + path]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_server(env_extra):
+    env = dict(os.environ)
+    env.update(
+        {
+            "ENVIRONMENT": "production",
+            "API_KEY": API_KEY,
+            "JWT_SECRET": "bench-secret-bench-secret-bench-secret-0123",
+            "PORT": str(PORT),
+            "METRICS_PORT": str(METRICS_PORT),
+            "BIND_ADDRESS": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            "LOGIN_MAX_FAILURES": "1000000",
+            "LOGIN_IP_MAX_FAILURES": "1000000",
+        }
+    )
+    env.update(env_extra)
+    log = open(os.path.join(tempfile.gettempdir(), "bench-server.log"), "w")
+    proc = subprocess.Popen([BIN, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(BASE + "/health/ready", timeout=1)
+            return proc
+        except Exception:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("server did not become ready; see bench-server.log")
+
+
+def load_rows(db_url, events, metrics, users):
+    """Batched server-side inserts (INSERT ... SELECT generate_series), not the API."""
+    days = 30
+    sql = f"""
+    INSERT INTO platform_analytics_events (user_id, event_type, event_data, timestamp, session_id)
+    SELECT 1 + (g % {users}), 'type_' || (g % 20), '{{"k": 1}}'::json,
+           (now() at time zone 'utc') - ((g % ({days} * 86400)) || ' seconds')::interval, 's' || (g % 10000)
+    FROM generate_series(1, {events}) g;
+    INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp)
+    SELECT (ARRAY['api_calls','tokens_used','cost_usd','latency_ms'])[1 + g % 4], 1 + (g % 100), 'counter',
+           1 + (g % {users}), 'svc_' || (g % 5), '/e/' || (g % 50), '{{"model": "gpt-x"}}'::json,
+           (now() at time zone 'utc') - ((g % ({days} * 86400)) || ' seconds')::interval
+    FROM generate_series(1, {metrics}) g;
+    ANALYZE platform_analytics_events; ANALYZE platform_analytics_metrics;
+    """
+    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="a few seconds per scenario (CI smoke)")
+    ap.add_argument("--out", default=os.path.join(ROOT, "target", "bench.json"))
+    args = ap.parse_args()
+    secs = 3 if args.quick else 15
+    rows = 50_000 if args.quick else 5_000_000
+    db_url = os.environ["BENCH_DATABASE_URL"]
+    redis_url = os.environ["BENCH_REDIS_URL"]
+
+    proc = start_server({"DATABASE_URL": db_url, "REDIS_URL": redis_url})
+    results = []
+    try:
+        time.sleep(1)
+        idle = rss_kib(proc.pid)
+        reg = http("POST", "/auth/register", {"email": f"bench{time.time_ns()}@example.com", "password": "bench-password"})
+        token = reg["access_token"]
+        email = reg["user"]["email"]
+        uid = reg["user"]["id"]
+
+        def run(name, path, script, conns=32, unit="req/s", scale=1):
+            r = wrk(path, script, secs, conns=conns)
+            r.update({"scenario": name, "unit": unit, "rate": r["rps"] * scale})
+            results.append(r)
+            print(f"  {name}: {r['rate']:.0f} {unit}, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)
+            return r
+
+        ceiling = run("GET /health/live", "/health/live", lua("GET"))
+        run("GET /auth/verify", "/auth/verify", lua("GET", headers={"Authorization": f"Bearer {token}"}))
+        run("POST /analytics/events", "/analytics/events",
+            lua("POST", {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}), conns=64, unit="events/s")
+        batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"} for _ in range(1000)]}
+        run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
+            unit="metrics/s", scale=1000)
+
+        # Logins while /health/live is probed at a modest rate beside them.
+        probe = subprocess.Popen(["wrk", "-t1", "-c2", f"-d{secs}s", "--latency", "-s", lua("GET"), BASE + "/health/live"],
+                                 stdout=subprocess.PIPE, text=True)
+        login = run("POST /auth/login", "/auth/login", lua("POST", {"email": email, "password": "bench-password"}), conns=8,
+                    unit="logins/s")
+        live = parse_wrk(probe.communicate()[0])
+        live.update({"scenario": "GET /health/live during logins", "unit": "req/s", "rate": live["rps"]})
+        results.append(live)
+        print(f"  /health/live during logins: p99 {live['p99_ms']} ms", flush=True)
+
+        print(f"  loading {rows} events and {rows} metrics ...", flush=True)
+        t = time.time()
+        load_rows(db_url, rows, rows, 1000)
+        print(f"  loaded in {time.time() - t:.0f}s", flush=True)
+        try:
+            http("POST", "/analytics/jobs/rollup", {}, timeout=600)
+        except Exception as e:  # the usage endpoints may not exist in older builds
+            print(f"  rollup: {e}", flush=True)
+        run("GET /analytics/dashboard", "/analytics/dashboard?hours=24", lua("GET"), conns=8)
+        run("GET /analytics/usage/{id}", "/analytics/usage/7?days=30", lua("GET"), conns=8)
+        results.append({"scenario": "RSS idle / peak", "unit": "MiB", "rate": idle / 1024,
+                        "peak_mib": peak_rss_kib(proc.pid) / 1024, "p50_ms": None, "p99_ms": None, "errors": 0})
+        for r in results:
+            r["ratio_to_live"] = round(r["rate"] / ceiling["rate"], 3) if r["unit"] == "req/s" and ceiling["rate"] else None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+    print()
+    print(f"| scenario | rate | p50 ms | p99 ms | errors | vs /health/live |")
+    print(f"|---|---|---|---|---|---|")
+    for r in results:
+        rate = f"{r['rate']:.0f} {r['unit']}" if r["unit"] != "MiB" else f"{r['rate']:.1f} MiB idle, {r['peak_mib']:.1f} MiB peak"
+        ratio = f"{r['ratio_to_live']:.0%}" if r.get("ratio_to_live") is not None else ""
+        print(f"| {r['scenario']} | {rate} | {r['p50_ms'] or ''} | {r['p99_ms'] or ''} | {r['errors']} | {ratio} |")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d"), "quick": args.quick, "results": results}, f, indent=2)
+    print(f"\nwritten to {args.out}")
+    bad = [r["scenario"] for r in results if r["errors"] and "login" not in r["scenario"]]
+    if bad:
+        sys.exit(f"errors in: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()

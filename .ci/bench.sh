@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Benchmarks: builds the release binary, starts a throwaway PostgreSQL (with
+# fsync on: acknowledged means durable) and Redis on loopback, runs the
+# scenarios with wrk. Pass --quick for a few seconds per scenario.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PG_PORT=${PG_PORT:-55532}
+REDIS_PORT=${REDIS_PORT:-56479}
+PG_EXTRA_OPTS="-c fsync=on -c shared_buffers=512MB"
+. .ci/services.sh
+install_services
+command -v wrk >/dev/null || { as_root apt-get install -y -qq wrk >/dev/null; }
+trap stop_services EXIT
+cargo build --release --quiet
+start_postgres
+start_redis
+BENCH_DATABASE_URL="$TEST_DATABASE_URL" BENCH_REDIS_URL="$TEST_REDIS_URL" python3 .ci/bench.py "$@"

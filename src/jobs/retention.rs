@@ -1,0 +1,84 @@
+//! Deletes raw events and metrics older than `ANALYTICS_RETENTION_DAYS` in
+//! bounded batches (short transactions, so ingestion never waits long), and
+//! expired sessions. Usage rows stay.
+
+use std::time::Instant;
+
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+
+use super::{JobReport, RETENTION, record, try_advisory_lock};
+
+const BATCH: u64 = 10_000;
+
+/// Rows older than this are past the horizon.
+pub fn horizon(retention_days: u32) -> chrono::NaiveDateTime {
+    crate::analytics::ingest::now() - chrono::Duration::days(i64::from(retention_days))
+}
+
+pub async fn run_once(
+    db: &DatabaseConnection,
+    retention_days: u32,
+    started: Instant,
+) -> anyhow::Result<JobReport> {
+    let cutoff = horizon(retention_days);
+    let mut deleted: i64 = 0;
+    let mut ran = false;
+    for table in ["platform_analytics_events", "platform_analytics_metrics"] {
+        loop {
+            let txn = db.begin().await?;
+            if !try_advisory_lock(&txn, RETENTION).await? {
+                txn.rollback().await?;
+                break;
+            }
+            ran = true;
+            let n = delete_batch(&txn, table, "timestamp", cutoff).await?;
+            txn.commit().await?;
+            deleted += n as i64;
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+    if ran {
+        // Sessions whose refresh tokens can no longer be used (cascade).
+        let txn = db.begin().await?;
+        deleted += delete_batch(
+            &txn,
+            "platform_auth_sessions",
+            "expires_at",
+            crate::analytics::ingest::now(),
+        )
+        .await? as i64;
+        record(&txn, RETENTION, started, deleted, None, None).await?;
+        txn.commit().await?;
+    }
+    Ok(JobReport {
+        job: RETENTION,
+        ran,
+        rows: deleted,
+        duration_ms: started.elapsed().as_millis() as i64,
+        watermark: None,
+    })
+}
+
+/// `DELETE … WHERE id IN (SELECT id … LIMIT n)`: portable and bounded.
+async fn delete_batch<C: ConnectionTrait>(
+    conn: &C,
+    table: &str,
+    column: &str,
+    before: chrono::NaiveDateTime,
+) -> Result<u64, DbErr> {
+    let table = Alias::new(table);
+    let ids = Query::select()
+        .column(Alias::new("id"))
+        .from(table.clone())
+        .and_where(Expr::col(Alias::new(column)).lt(before))
+        .limit(BATCH)
+        .to_owned();
+    let stmt = Query::delete()
+        .from_table(table)
+        .and_where(Expr::col(Alias::new("id")).in_subquery(ids))
+        .to_owned();
+    Ok(conn.execute(&stmt).await?.rows_affected())
+}

@@ -1,0 +1,445 @@
+//! Usage and costs: rollups to the cent across day and month boundaries,
+//! late data, reruns, two replicas, access rules and retention.
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::auth::register;
+use crate::helpers::*;
+
+fn today() -> DateTime<Utc> {
+    Utc::now()
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+}
+
+fn prices() -> String {
+    // m-a costs $2.50/$10 per million until today, then $1/$4.
+    json!([
+        {"model": "m-a", "input_per_million": 2.5, "output_per_million": 10.0, "effective_from": "2020-01-01"},
+        {"model": "m-a", "input_per_million": 1.0, "output_per_million": 4.0, "effective_from": today().to_rfc3339()},
+    ])
+    .to_string()
+}
+
+async fn post_metrics(app: &TestApp, metrics: Vec<Value>) {
+    let (status, body) = json(
+        app.post("/analytics/metrics/batch")
+            .json(&json!({"metrics": metrics}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn rollup(app: &TestApp) -> Value {
+    let (status, body) = json(app.post("/analytics/jobs/rollup").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn cents(v: &Value) -> i64 {
+    (v.as_f64().unwrap() * 100.0).round() as i64
+}
+
+/// Seeds: two users, metrics yesterday (23:30) and today (00:00:01), a
+/// priced model whose price changes at midnight, an unpriced model, explicit
+/// costs, and one call at the end of last month.
+async fn seed(app: &TestApp) -> (i64, i64, String, String) {
+    let a = register(app, "a@example.com", "password123").await;
+    let b = register(app, "b@example.com", "password123").await;
+    let (ua, ub) = (
+        a["user"]["id"].as_i64().unwrap(),
+        b["user"]["id"].as_i64().unwrap(),
+    );
+    let yesterday = (today() - Duration::minutes(30)).to_rfc3339();
+    let now_ish = (today() + Duration::seconds(1)).to_rfc3339();
+    let last_month = (today().with_day(1).unwrap() - Duration::hours(1)).to_rfc3339();
+    post_metrics(app, vec![
+        json!({"metric_name": "api_calls", "metric_value": 3, "user_id": ua, "service_name": "gw", "timestamp": yesterday}),
+        json!({"metric_name": "api_calls", "metric_value": 2, "user_id": ua, "service_name": "gw", "timestamp": now_ish}),
+        json!({"metric_name": "tokens_used", "metric_value": 1_000_000, "user_id": ua, "service_name": "gw",
+               "labels": {"model": "m-a"}, "timestamp": yesterday}),
+        json!({"metric_name": "tokens_used", "metric_value": 500_000, "user_id": ua, "service_name": "gw",
+               "labels": {"model": "m-a", "token_type": "output"}, "timestamp": now_ish}),
+        json!({"metric_name": "cost_usd", "metric_value": 0.10, "user_id": ua, "service_name": "billing", "timestamp": now_ish}),
+        json!({"metric_name": "tokens_used", "metric_value": 2000, "user_id": ub, "labels": {"model": "unpriced"}, "timestamp": now_ish}),
+        json!({"metric_name": "cost_usd", "metric_value": 1.25, "user_id": ub, "timestamp": yesterday}),
+        json!({"metric_name": "api_calls", "metric_value": 7, "user_id": ub, "timestamp": last_month}),
+        // Not usage sources, or no user: ignored.
+        json!({"metric_name": "latency_ms", "metric_value": 99, "user_id": ua, "timestamp": now_ish}),
+        json!({"metric_name": "api_calls", "metric_value": 100, "timestamp": now_ish}),
+    ])
+    .await;
+    let ta = a["access_token"].as_str().unwrap().to_string();
+    let tb = b["access_token"].as_str().unwrap().to_string();
+    (ua, ub, ta, tb)
+}
+
+fn day(v: &Value) -> NaiveDate {
+    DateTime::parse_from_rfc3339(v["date"].as_str().unwrap())
+        .unwrap()
+        .date_naive()
+}
+
+#[tokio::test]
+async fn rollup_fills_usage_to_the_cent_and_reruns_change_nothing() {
+    let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;
+    let (ua, ub, _, _) = seed(&app).await;
+    let first = rollup(&app).await;
+    assert_eq!(first["ran"], true);
+    assert!(first["rows"].as_i64().unwrap() > 0);
+    assert!(first["watermark"].as_i64().unwrap() > 0);
+    let again = rollup(&app).await;
+    assert_eq!(again["rows"], 0, "a rerun changes nothing: {again}");
+
+    let rows = json(
+        app.get(&format!("/analytics/usage/{ua}?period_type=daily&days=2"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let (today_row, yday_row) = (&rows[0], &rows[1]);
+    assert_eq!(day(today_row), today().date_naive(), "newest first");
+    assert_eq!(today_row["user_id"], ua);
+    assert_eq!(today_row["period_type"], "daily");
+    assert_eq!(today_row["api_calls_count"], 2);
+    assert_eq!(today_row["tokens_used"], 500_000);
+    // 500k output tokens at today's $4/M = $2.00, plus $0.10.
+    assert_eq!(cents(&today_row["cost_usd"]), 210);
+    assert_eq!(
+        today_row["date"],
+        today().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    assert_eq!(yday_row["api_calls_count"], 3);
+    assert_eq!(yday_row["tokens_used"], 1_000_000);
+    // 1M input tokens at yesterday's $2.50/M: the new price does not rewrite history.
+    assert_eq!(cents(&yday_row["cost_usd"]), 250);
+
+    // Monthly rows: the sum of each month's days.
+    let months = json(
+        app.get(&format!(
+            "/analytics/usage/{ua}?period_type=monthly&days=40"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .1;
+    let total_cents: i64 = months
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| cents(&m["cost_usd"]))
+        .sum();
+    assert_eq!(total_cents, 460);
+    let total_calls: i64 = months
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["api_calls_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total_calls, 5);
+    let b_months = json(
+        app.get(&format!(
+            "/analytics/usage/{ub}?period_type=monthly&days=62"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .1;
+    let b_months = b_months.as_array().unwrap();
+    let last_month = (today().with_day(1).unwrap() - Duration::hours(1))
+        .date_naive()
+        .with_day(1)
+        .unwrap();
+    let lm = b_months
+        .iter()
+        .find(|m| day(m) == last_month)
+        .expect("last month's row");
+    assert_eq!(lm["api_calls_count"], 7);
+
+    let costs = json(app.get("/analytics/costs?days=2").send().await.unwrap())
+        .await
+        .1;
+    assert_eq!(cents(&costs["summary"]["total_cost_usd"]), 460 + 125);
+    assert_eq!(costs["summary"]["total_tokens"], 1_502_000);
+    assert_eq!(costs["summary"]["total_api_calls"], 5);
+    assert_eq!(costs["summary"]["period_days"], 2);
+    assert_eq!(costs["user_breakdown"][0]["user_id"], ua);
+    assert_eq!(cents(&costs["user_breakdown"][0]["total_cost"]), 460);
+    assert_eq!(cents(&costs["user_breakdown"][1]["total_cost"]), 125);
+    let per_call = costs["summary"]["cost_per_api_call"].as_f64().unwrap();
+    assert!((per_call - 5.85 / 5.0).abs() < 1e-9, "{per_call}");
+    assert!(
+        costs["period"]["start_date"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+
+    let by_model = json(
+        app.get("/analytics/costs?days=2&group_by=model")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
+    assert_eq!(by_model["groups"][0]["model"], "m-a");
+    assert_eq!(cents(&by_model["groups"][0]["total_cost"]), 450);
+    assert_eq!(by_model["groups"][0]["total_tokens"], 1_500_000);
+    let unpriced = by_model["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["model"] == "unpriced")
+        .unwrap();
+    assert_eq!(
+        (
+            unpriced["total_tokens"].as_i64(),
+            cents(&unpriced["total_cost"])
+        ),
+        (Some(2000), 0)
+    );
+    let by_service = json(
+        app.get(&format!(
+            "/analytics/costs?days=2&group_by=service&user_id={ua}"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .1;
+    assert_eq!(by_service["groups"][0]["service"], "gw");
+    assert_eq!(cents(&by_service["groups"][0]["total_cost"]), 450);
+    assert_eq!(by_service["groups"][1]["service"], "billing");
+    assert_eq!(cents(&by_service["groups"][1]["total_cost"]), 10);
+    let by_day = json(
+        app.get(&format!(
+            "/analytics/costs?days=2&group_by=day&user_id={ua}"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .1;
+    let days: Vec<i64> = by_day["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| cents(&g["total_cost"]))
+        .collect();
+    assert_eq!(days, vec![250, 210], "oldest day first");
+
+    for bad in [
+        "/analytics/costs?days=0",
+        "/analytics/costs?days=5000",
+        "/analytics/costs?group_by=week",
+        "/analytics/usage/1?period_type=weekly",
+        "/analytics/usage/0",
+        "/analytics/costs?user_id=-3",
+    ] {
+        expect_error(app.get(bad).send().await.unwrap(), 422).await;
+    }
+}
+
+#[tokio::test]
+async fn late_data_lands_in_its_day_and_month() {
+    let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;
+    let (ua, _, _, _) = seed(&app).await;
+    rollup(&app).await;
+    // Arrives now, belongs to yesterday.
+    post_metrics(
+        &app,
+        vec![
+            json!({"metric_name": "cost_usd", "metric_value": 0.33, "user_id": ua,
+                                   "timestamp": (today() - Duration::hours(2)).to_rfc3339()}),
+        ],
+    )
+    .await;
+    let r = rollup(&app).await;
+    assert!(
+        r["rows"].as_i64().unwrap() >= 2,
+        "day and month rows change: {r}"
+    );
+    let rows = json(
+        app.get(&format!("/analytics/usage/{ua}?days=2"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .1;
+    assert_eq!(cents(&rows[1]["cost_usd"]), 283);
+    let months = json(
+        app.get(&format!(
+            "/analytics/usage/{ua}?period_type=monthly&days=40"
+        ))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .1;
+    let total: i64 = months
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| cents(&m["cost_usd"]))
+        .sum();
+    assert_eq!(total, 493);
+}
+
+#[tokio::test]
+async fn users_read_only_their_own_usage() {
+    let app = spawn_app().await;
+    let (ua, ub, ta, _) = seed(&app).await;
+    rollup(&app).await;
+    let resp = app
+        .get(&format!("/analytics/usage/{ub}"))
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(resp, 403).await,
+        "Can only read your own usage"
+    );
+    let resp = app
+        .get(&format!("/analytics/usage/{ua}"))
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A user's costs are their own, whatever user_id says.
+    let resp = app
+        .get(&format!("/analytics/costs?user_id={ub}"))
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 403).await;
+    let (_, mine) = json(
+        app.get("/analytics/costs?days=2")
+            .bearer_auth(&ta)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(mine["user_breakdown"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["user_breakdown"][0]["user_id"], ua);
+    // Only admins (or services) trigger jobs.
+    let resp = app
+        .post("/analytics/jobs/rollup")
+        .bearer_auth(&ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(expect_error(resp, 403).await, "Admin privileges required");
+    // Legacy aliases, same rules.
+    let resp = app.get(&format!("/usage/{ua}")).send().await.unwrap();
+    assert_eq!(resp.headers()["deprecation"], "true");
+    assert_eq!(
+        resp.headers()["link"],
+        format!("</analytics/usage/{ua}>; rel=\"successor-version\"").as_str()
+    );
+    assert_eq!(
+        json(resp).await.1.as_array().unwrap().len(),
+        2,
+        "yesterday and today"
+    );
+    let resp = app.get("/costs").bearer_auth(&ta).send().await.unwrap();
+    assert_eq!(resp.headers()["deprecation"], "true");
+    assert_eq!(json(resp).await.1["user_breakdown"][0]["user_id"], ua);
+    expect_error(
+        app.get(&format!("/usage/{ub}"))
+            .bearer_auth(&ta)
+            .send()
+            .await
+            .unwrap(),
+        403,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn two_replicas_count_once() {
+    let a = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;
+    let b = spawn_on(Backend::share(&a.env), &[("MODEL_PRICES", &prices())]).await;
+    seed(&a).await;
+    let (ra, rb) = tokio::join!(rollup(&a), rollup(&b));
+    let ran = [ra["ran"].as_bool().unwrap(), rb["ran"].as_bool().unwrap()];
+    assert!(ran.iter().any(|r| *r), "{ra} {rb}");
+    rollup(&a).await;
+    rollup(&b).await;
+    let costs = json(b.get("/analytics/costs?days=2").send().await.unwrap())
+        .await
+        .1;
+    assert_eq!(cents(&costs["summary"]["total_cost_usd"]), 585);
+    assert_eq!(costs["summary"]["total_api_calls"], 5);
+}
+
+#[tokio::test]
+async fn retention_removes_exactly_the_rows_past_the_horizon() {
+    let app = spawn_app_with(&[("ANALYTICS_RETENTION_DAYS", "30")]).await;
+    let backend = app.db.get_database_backend();
+    let exec = |sql: String| app.db.execute_raw(Statement::from_string(backend, sql));
+    let ts = |days: i64| {
+        (Utc::now() - Duration::days(days))
+            .naive_utc()
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
+    };
+    for (d, n) in [(31, 3), (29, 2)] {
+        for _ in 0..n {
+            exec(format!("INSERT INTO platform_analytics_events (event_type, event_data, timestamp) VALUES ('e', '{{}}', '{}')", ts(d))).await.unwrap();
+            exec(format!("INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, labels, timestamp, user_id) VALUES ('api_calls', 1, 'counter', '{{}}', '{}', 1)", ts(d))).await.unwrap();
+        }
+    }
+    rollup(&app).await;
+    let (status, r) = json(app.post("/analytics/jobs/retention").send().await.unwrap()).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["rows"], 6, "3 events and 3 metrics: {r}");
+    for table in ["platform_analytics_events", "platform_analytics_metrics"] {
+        let row = app
+            .db
+            .query_one_raw(Statement::from_string(
+                backend,
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get::<i64>("", "n").unwrap(), 2, "{table}");
+    }
+    // Usage rows stay.
+    let usage = json(app.get("/analytics/usage/1?days=40").send().await.unwrap())
+        .await
+        .1;
+    assert_eq!(usage.as_array().unwrap().len(), 2);
+
+    let (_, health) = json(app.client.get(app.url("/health")).send().await.unwrap()).await;
+    let jobs = health["jobs"].as_array().unwrap();
+    let names: Vec<&str> = jobs.iter().map(|j| j["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["retention", "rollup"]);
+    assert_eq!(jobs[0]["rows"], 6);
+    assert_eq!(jobs[0]["last_error"], Value::Null);
+    assert!(jobs[1]["lag_seconds"].as_i64().unwrap() >= 0);
+}
