@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
 
 use crate::config::Settings;
 
@@ -41,6 +44,17 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
     Database::connect(opts)
         .await
         .context("connecting to the database")
+}
+
+/// A transaction that writes. On SQLite it takes the write lock at BEGIN
+/// (IMMEDIATE): a read transaction that later writes cannot be upgraded
+/// once another connection has committed, and would fail at once.
+pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    db.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {

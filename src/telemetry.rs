@@ -80,6 +80,63 @@ fn describe_metrics() {
         "http_panics_total",
         "Handler panics caught and answered with 500"
     );
+    describe_counter!(
+        "auth_logins_total",
+        "Login attempts, by result (success, failure, throttled)"
+    );
+    describe_counter!("auth_logouts_total", "Sessions ended by logout");
+    describe_counter!(
+        "auth_refresh_total",
+        "Refresh-token uses, by result (rotated, grace, reuse_detected, invalid)"
+    );
+    describe_counter!("auth_registrations_total", "Accounts registered");
+    describe_counter!("auth_role_changes_total", "Role changes made by admins");
+    describe_counter!(
+        "auth_user_deactivations_total",
+        "Accounts deactivated, by who did it"
+    );
+    describe_counter!(
+        "auth_user_deletions_total",
+        "Accounts deleted (soft), by who did it (self or admin)"
+    );
+    describe_counter!("ingest_rows_total", "Events and metrics committed, by kind");
+    describe_counter!(
+        "ingest_rejected_total",
+        "Ingest requests answered 503, by reason (queue_full, database_unavailable)"
+    );
+    describe_gauge!(
+        "ingest_queue_depth",
+        "Rows waiting for the group-commit writer"
+    );
+    describe_histogram!(
+        "ingest_commit_duration_seconds",
+        Unit::Seconds,
+        "Time of one group commit (insert and commit)"
+    );
+    describe_histogram!("ingest_batch_rows", "Rows in one group commit");
+    describe_counter!(
+        "job_runs_total",
+        "Job runs, by job and result (ok, skipped, error)"
+    );
+    describe_gauge!(
+        "job_last_run_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the job's last run on this replica"
+    );
+    describe_gauge!(
+        "job_last_duration_seconds",
+        Unit::Seconds,
+        "Duration of the job's last run on this replica"
+    );
+    describe_gauge!(
+        "job_last_rows",
+        "Rows the job's last run changed (rollup) or deleted (retention)"
+    );
+    describe_gauge!(
+        "job_lag_seconds",
+        Unit::Seconds,
+        "Seconds since the job last succeeded on any replica"
+    );
 }
 
 /// Serves `GET /metrics` on the admin port, apart from the API port where

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDateTime;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter, TransactionTrait,
+    QueryFilter,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -251,7 +251,7 @@ fn count_ingested(stored: &Stored) {
 }
 
 async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Vec<Stored>, DbErr> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     let mut event_rows: Vec<events::Model> = vec![];
     let mut metric_rows: Vec<metrics::Model> = vec![];
     for job in jobs {

@@ -18,7 +18,7 @@ use rand::Rng;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -388,7 +388,7 @@ pub async fn start_session(
     let refresh = new_refresh_token();
     let ts = now();
     let expires = ts + state.auth.refresh_ttl;
-    let txn = state.db.begin().await?;
+    let txn = crate::db::begin_write(&state.db).await?;
     sessions::ActiveModel {
         id: Set(sid.clone()),
         user_id: Set(user.id),

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use super::{JobReport, RETENTION, record, try_advisory_lock};
 
@@ -26,7 +26,7 @@ pub async fn run_once(
     let mut ran = false;
     for table in ["platform_analytics_events", "platform_analytics_metrics"] {
         loop {
-            let txn = db.begin().await?;
+            let txn = crate::db::begin_write(db).await?;
             if !try_advisory_lock(&txn, RETENTION).await? {
                 txn.rollback().await?;
                 break;
@@ -42,7 +42,7 @@ pub async fn run_once(
     }
     if ran {
         // Sessions whose refresh tokens can no longer be used (cascade).
-        let txn = db.begin().await?;
+        let txn = crate::db::begin_write(db).await?;
         deleted += delete_batch(
             &txn,
             "platform_auth_sessions",

@@ -16,7 +16,7 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QuerySelect, Set, TransactionTrait,
+    EntityTrait, QueryFilter, QuerySelect, Set,
 };
 
 use super::pricing::{PriceTable, TokenType, dollars_to_pico, pico_to_nano};
@@ -115,7 +115,7 @@ pub async fn run_once(
     prices: &PriceTable,
     started: Instant,
 ) -> anyhow::Result<JobReport> {
-    let txn = db.begin().await?;
+    let txn = crate::db::begin_write(db).await?;
     if !try_advisory_lock(&txn, ROLLUP).await? {
         txn.rollback().await?;
         return Ok(JobReport {
@@ -126,9 +126,6 @@ pub async fn run_once(
             watermark: None,
         });
     }
-    // Write first: on SQLite this takes the write lock now, rather than
-    // failing to upgrade a read transaction after the ingest writer commits.
-    claim(&txn).await?;
     let watermark = jobs::Entity::find_by_id(ROLLUP.to_string())
         .one(&txn)
         .await?
@@ -191,24 +188,6 @@ pub async fn run_once(
     record(&txn, ROLLUP, started, changed, Some(max_id), None).await?;
     txn.commit().await?;
     Ok(report(started, changed, max_id))
-}
-
-async fn claim(txn: &DatabaseTransaction) -> Result<(), sea_orm::DbErr> {
-    jobs::Entity::insert(jobs::ActiveModel {
-        name: Set(ROLLUP.to_string()),
-        watermark: Set(0),
-        last_duration_ms: Set(0),
-        last_rows: Set(0),
-        ..Default::default()
-    })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::column(jobs::Column::Name)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(())
 }
 
 fn report(started: Instant, rows: i64, watermark: i64) -> JobReport {

@@ -990,3 +990,57 @@ async fn jwks_publishes_no_hmac_secret() {
     assert_eq!(status, 200);
     assert_eq!(body, json!({"keys": []}));
 }
+
+/// A throwaway Ed25519 key made for this test only.
+const TEST_ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIE3dRKWaeFBhXVRBc9G2eUNG4wHhCsjzbg+iQKxP1Aah\n-----END PRIVATE KEY-----\n";
+
+#[tokio::test]
+async fn eddsa_signing_publishes_its_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("jwt.pem");
+    std::fs::write(&key, TEST_ED25519_PEM).unwrap();
+    let app = spawn_app_with(&[
+        ("JWT_ALGORITHM", "EdDSA"),
+        ("JWT_PRIVATE_KEY_FILE", key.to_str().unwrap()),
+        ("JWT_KEY_ID", "k1"),
+    ])
+    .await;
+    let body = register(&app, "ada@example.com", "password123").await;
+    let token = body["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.kid.as_deref(), Some("k1"));
+    assert_eq!(verify(&app, token).await.status(), 200);
+
+    let (_, jwks) = json(
+        app.client
+            .get(app.url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kid"], "k1");
+    assert_eq!(keys[0]["kty"], "OKP");
+    assert!(keys[0].get("d").is_none(), "never the private part");
+    // The published key verifies the token on its own.
+    let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(keys[0].clone()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(Algorithm::EdDSA);
+    validation.validate_aud = false;
+    let data = jsonwebtoken::decode::<Value>(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(data.claims["email"], "ada@example.com");
+    // The algorithm is pinned: an HS256 token signed with JWT_SECRET is refused.
+    let hs = sign(
+        &json!({"sub": body["user"]["id"].as_i64().unwrap().to_string(), "iat": now(), "exp": now() + 600, "type": "access"}),
+        Algorithm::HS256,
+        SECRET,
+    );
+    assert_eq!(verify(&app, &hs).await.status(), 401);
+}

@@ -274,6 +274,14 @@ async fn prometheus_listener_labels_by_route_pattern() {
     );
     assert!(text.contains(r#"db_pool_connections{state="idle"}"#));
     assert!(text.contains("db_pool_max_connections 16"));
+    // Every family has help text and a type (what promtool checks).
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        let name = line.split_whitespace().nth(2).unwrap();
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+    }
     // The API port keeps GET /metrics for the legacy alias.
     let resp = app.client.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status(), 401);

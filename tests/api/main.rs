@@ -8,5 +8,6 @@ mod helpers;
 mod adoption;
 mod analytics;
 mod auth;
+mod cli;
 mod foundation;
 mod usage;
