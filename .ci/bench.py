@@ -125,19 +125,37 @@ def start_server(env_extra):
 
 
 def load_rows(db_url, events, metrics, users):
-    """Batched server-side inserts (INSERT ... SELECT generate_series), not the API."""
+    """Batched server-side inserts (INSERT ... SELECT generate_series), not the
+    API; then the loaded rows are folded into the minute/hour rollups the
+    ingest writer keeps for rows that come through the API."""
     days = 30
     sql = f"""
+    CREATE TEMP TABLE mark AS SELECT
+      (SELECT COALESCE(MAX(id), 0) FROM platform_analytics_events) AS e,
+      (SELECT COALESCE(MAX(id), 0) FROM platform_analytics_metrics) AS m;
     INSERT INTO platform_analytics_events (user_id, event_type, event_data, timestamp, session_id)
     SELECT 1 + (g % {users}), 'type_' || (g % 20), '{{"k": 1}}'::json,
-           (now() at time zone 'utc') - ((g % ({days} * 86400)) || ' seconds')::interval, 's' || (g % 10000)
+           (now() at time zone 'utc') - ((g * 0.5183 % ({days} * 86400)) || ' seconds')::interval, 's' || (g % 10000)
     FROM generate_series(1, {events}) g;
     INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp)
     SELECT (ARRAY['api_calls','tokens_used','cost_usd','latency_ms'])[1 + g % 4], 1 + (g % 100), 'counter',
            1 + (g % {users}), 'svc_' || (g % 5), '/e/' || (g % 50), '{{"model": "gpt-x"}}'::json,
-           (now() at time zone 'utc') - ((g % ({days} * 86400)) || ' seconds')::interval
+           (now() at time zone 'utc') - ((g * 0.5183 % ({days} * 86400)) || ' seconds')::interval
     FROM generate_series(1, {metrics}) g;
-    ANALYZE platform_analytics_events; ANALYZE platform_analytics_metrics;
+    INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
+    SELECT date_trunc('minute', timestamp), event_type, COUNT(*) FROM platform_analytics_events
+    WHERE id > (SELECT e FROM mark) GROUP BY 1, 2
+    ON CONFLICT (bucket, event_type) DO UPDATE SET events = platform_analytics_event_minutes.events + excluded.events;
+    INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
+    SELECT DISTINCT date_trunc('hour', timestamp), user_id FROM platform_analytics_events
+    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ON CONFLICT DO NOTHING;
+    INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)
+    SELECT date_trunc('minute', timestamp), metric_name, COALESCE(endpoint, ''), COUNT(*), SUM(metric_value)
+    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) GROUP BY 1, 2, 3
+    ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
+      row_count = platform_analytics_metric_minutes.row_count + excluded.row_count,
+      value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum;
+    ANALYZE;
     """
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
 

@@ -11,6 +11,9 @@ mod m20250101_000002_time_indexes;
 mod m20250102_000001_auth_sessions;
 mod m20250103_000001_analytics_ingest;
 mod m20250104_000001_usage_rollups;
+mod m20250105_000001_analytics_rollups;
+
+pub use m20250105_000001_analytics_rollups::backfill_sql;
 
 pub struct Migrator;
 
@@ -23,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250102_000001_auth_sessions::Migration),
             Box::new(m20250103_000001_analytics_ingest::Migration),
             Box::new(m20250104_000001_usage_rollups::Migration),
+            Box::new(m20250105_000001_analytics_rollups::Migration),
         ]
     }
 }

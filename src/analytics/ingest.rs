@@ -262,6 +262,7 @@ async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Vec<Stored>, Db
     }
     let events = insert_events(&txn, event_rows).await?;
     let metrics = insert_metrics(&txn, metric_rows).await?;
+    super::rollups::add_metrics(&txn, &metrics).await?;
     txn.commit().await?;
 
     let (mut events, mut metrics) = (events.into_iter(), metrics.into_iter());
@@ -322,6 +323,9 @@ async fn insert_events(
             rows[i].id = id;
         }
     }
+    // Only rows stored now count; retried event_ids were counted before.
+    let stored: Vec<&events::Model> = fresh.iter().map(|&i| &rows[i]).collect();
+    super::rollups::add_events(txn, &stored).await?;
     for i in 0..rows.len() {
         if let Some(id) = rows[i].event_id.clone() {
             if let Some(stored) = known.get(&id) {

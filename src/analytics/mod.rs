@@ -3,5 +3,6 @@
 pub mod dto;
 pub mod ingest;
 pub mod queries;
+pub mod rollups;
 pub mod routes;
 pub mod usage;

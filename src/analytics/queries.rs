@@ -3,14 +3,15 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Duration, DurationRound, NaiveDateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Order};
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::dto::*;
+use super::rollups;
 use crate::entity::{events, metrics, users};
 use crate::error::ApiError;
 
@@ -194,28 +195,59 @@ fn since(hours: i64) -> NaiveDateTime {
     super::ingest::now() - Duration::hours(hours)
 }
 
+const MINUTE: Duration = Duration::minutes(1);
+
+/// Raw event counts by type in [from, to): the partial minute at a window's start.
+async fn raw_type_counts(
+    db: &DatabaseConnection,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Vec<(String, i64)>, ApiError> {
+    use events::Column as C;
+    Ok(events::Entity::find()
+        .select_only()
+        .column(C::EventType)
+        .column_as(Expr::col(C::Id).count(), "n")
+        .filter(C::Timestamp.gte(from))
+        .filter(C::Timestamp.lt(to))
+        .group_by(C::EventType)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Event counts by type since `since`, most first.
 pub async fn event_types(
     db: &DatabaseConnection,
     since: NaiveDateTime,
     top: Option<u64>,
 ) -> Result<Vec<TypeCount>, ApiError> {
-    use events::Column as C;
-    let mut q = events::Entity::find()
-        .select_only()
-        .column(C::EventType)
-        .column_as(Expr::col(C::Id).count(), "n")
-        .filter(C::Timestamp.gte(since))
-        .group_by(C::EventType)
-        .order_by(Expr::col(Alias::new("n")), Order::Desc)
-        .order_by_asc(C::EventType);
-    if let Some(n) = top {
-        q = q.limit(n);
+    let edge = rollups::ceil(since, MINUTE);
+    let (rolled, raw) = tokio::try_join!(
+        async { Ok::<_, ApiError>(rollups::event_counts(db, edge, None, None).await?) },
+        raw_type_counts(db, since, edge),
+    )?;
+    let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for (_, t, n) in rolled {
+        *counts.entry(t).or_default() += n;
     }
-    let rows: Vec<(String, i64)> = q.into_tuple().all(db).await?;
-    Ok(rows
+    for (t, n) in raw {
+        *counts.entry(t).or_default() += n;
+    }
+    let mut list: Vec<TypeCount> = counts
         .into_iter()
+        .filter(|(_, n)| *n > 0)
         .map(|(event_type, count)| TypeCount { event_type, count })
-        .collect())
+        .collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.event_type.cmp(&b.event_type))
+    });
+    if let Some(n) = top {
+        list.truncate(n as usize);
+    }
+    Ok(list)
 }
 
 #[derive(Clone, Copy)]
@@ -253,22 +285,26 @@ impl Interval {
         }
     }
 
-    /// SQL that truncates the timestamp to the bucket start, as text.
-    pub fn sql_expr(self, backend: DbBackend) -> &'static str {
-        match (backend, self) {
-            (DbBackend::Postgres, Interval::Minute) => {
-                "to_char(date_trunc('minute', \"timestamp\"), 'YYYY-MM-DD HH24:MI:SS')"
+    /// SQL that truncates the timestamp column `col` to the bucket start, as text.
+    pub fn sql_on(self, backend: DbBackend, col: &str) -> String {
+        let unit = self.name();
+        match backend {
+            DbBackend::Postgres => {
+                format!("to_char(date_trunc('{unit}', \"{col}\"), 'YYYY-MM-DD HH24:MI:SS')")
             }
-            (DbBackend::Postgres, Interval::Hour) => {
-                "to_char(date_trunc('hour', \"timestamp\"), 'YYYY-MM-DD HH24:MI:SS')"
+            _ => {
+                let fmt = match self {
+                    Interval::Minute => "%Y-%m-%d %H:%M:00",
+                    Interval::Hour => "%Y-%m-%d %H:00:00",
+                    Interval::Day => "%Y-%m-%d 00:00:00",
+                };
+                format!("strftime('{fmt}', \"{col}\")")
             }
-            (DbBackend::Postgres, Interval::Day) => {
-                "to_char(date_trunc('day', \"timestamp\"), 'YYYY-MM-DD HH24:MI:SS')"
-            }
-            (_, Interval::Minute) => "strftime('%Y-%m-%d %H:%M:00', \"timestamp\")",
-            (_, Interval::Hour) => "strftime('%Y-%m-%d %H:00:00', \"timestamp\")",
-            (_, Interval::Day) => "strftime('%Y-%m-%d 00:00:00', \"timestamp\")",
         }
+    }
+
+    pub fn sql_expr(self, backend: DbBackend) -> String {
+        self.sql_on(backend, "timestamp")
     }
 }
 
@@ -287,31 +323,41 @@ pub async fn timeseries(
         )));
     }
     let start = since(hours);
-    let bucket = Expr::cust(interval.sql_expr(db.get_database_backend()));
-    let mut q = events::Entity::find()
+    let edge = rollups::ceil(start, MINUTE);
+    let backend = db.get_database_backend();
+    let rolled_sql = interval.sql_on(backend, "bucket");
+    let raw_bucket = Expr::cust(interval.sql_expr(backend));
+    let mut raw = events::Entity::find()
         .select_only()
-        .column_as(bucket.clone(), "bucket")
+        .column_as(raw_bucket.clone(), "bucket")
         .column_as(Expr::col(C::Id).count(), "n")
         .filter(C::Timestamp.gte(start))
-        .group_by(bucket);
+        .filter(C::Timestamp.lt(edge))
+        .group_by(raw_bucket);
     if let Some(t) = event_type {
-        q = q.filter(C::EventType.eq(t));
+        raw = raw.filter(C::EventType.eq(t));
     }
-    let rows: Vec<(String, i64)> = q.into_tuple().all(db).await?;
-    let counts: std::collections::HashMap<NaiveDateTime, i64> = rows
-        .into_iter()
-        .filter_map(|(b, n)| {
-            NaiveDateTime::parse_from_str(&b, "%Y-%m-%d %H:%M:%S")
-                .ok()
-                .map(|t| (t, n))
-        })
-        .collect();
+    let (rolled, raw): (Vec<(String, String, i64)>, Vec<(String, i64)>) = tokio::try_join!(
+        async {
+            Ok::<_, ApiError>(rollups::event_counts(db, edge, Some(&rolled_sql), event_type).await?)
+        },
+        async { Ok(raw.into_tuple().all(db).await?) },
+    )?;
+    let mut counts: std::collections::HashMap<NaiveDateTime, i64> =
+        std::collections::HashMap::new();
+    let parse = |b: &str| NaiveDateTime::parse_from_str(b, "%Y-%m-%d %H:%M:%S").ok();
+    for (b, _, n) in rolled {
+        if let Some(t) = parse(&b) {
+            *counts.entry(t).or_default() += n;
+        }
+    }
+    for (b, n) in raw {
+        if let Some(t) = parse(&b) {
+            *counts.entry(t).or_default() += n;
+        }
+    }
     let mut out = vec![];
-    let mut t = start
-        .and_utc()
-        .duration_trunc(step)
-        .map_err(ApiError::internal)?
-        .naive_utc();
+    let mut t = rollups::trunc(start, step);
     let end = super::ingest::now();
     while t <= end {
         out.push(Bucket {
@@ -323,73 +369,69 @@ pub async fn timeseries(
     Ok(out)
 }
 
-async fn active_users(db: &DatabaseConnection, since: NaiveDateTime) -> Result<i64, ApiError> {
-    use events::Column as C;
-    let n: Option<i64> = events::Entity::find()
-        .select_only()
-        .column_as(Expr::col(C::UserId).count_distinct(), "n")
-        .filter(C::Timestamp.gte(since))
-        .filter(C::UserId.is_not_null())
-        .into_tuple()
-        .one(db)
-        .await?;
-    Ok(n.unwrap_or(0))
-}
-
+/// Σ value of metrics named `name` since `since`.
 async fn metric_sum(
     db: &DatabaseConnection,
     name: &str,
     since: NaiveDateTime,
 ) -> Result<f64, ApiError> {
     use metrics::Column as C;
-    let sum: Option<Option<f64>> = metrics::Entity::find()
+    let edge = rollups::ceil(since, MINUTE);
+    let raw: Option<Option<f64>> = metrics::Entity::find()
         .select_only()
         .column_as(Expr::col(C::MetricValue).sum(), "s")
         .filter(C::MetricName.eq(name))
         .filter(C::Timestamp.gte(since))
+        .filter(C::Timestamp.lt(edge))
         .into_tuple()
         .one(db)
         .await?;
-    Ok(sum.flatten().unwrap_or(0.0))
+    let rolled = rollups::metric_totals(db, edge, Some(name)).await?;
+    Ok(raw.flatten().unwrap_or(0.0) + rolled.values().map(|(_, s)| s).sum::<f64>())
 }
 
+/// The 5 endpoints with the most metric rows since `since`.
 async fn top_endpoints(
     db: &DatabaseConnection,
     since: NaiveDateTime,
 ) -> Result<Vec<EndpointCount>, ApiError> {
     use metrics::Column as C;
-    let rows: Vec<(String, i64)> = metrics::Entity::find()
+    let edge = rollups::ceil(since, MINUTE);
+    let raw: Vec<(String, i64)> = metrics::Entity::find()
         .select_only()
         .column(C::Endpoint)
         .column_as(Expr::col(C::Id).count(), "n")
         .filter(C::Timestamp.gte(since))
+        .filter(C::Timestamp.lt(edge))
         .filter(C::Endpoint.is_not_null())
         .group_by(C::Endpoint)
-        .order_by(Expr::col(Alias::new("n")), Order::Desc)
-        .order_by_asc(C::Endpoint)
-        .limit(5)
         .into_tuple()
         .all(db)
         .await?;
-    Ok(rows
+    let mut counts: std::collections::HashMap<String, i64> = raw.into_iter().collect();
+    for (endpoint, (n, _)) in rollups::metric_totals(db, edge, None).await? {
+        if !endpoint.is_empty() {
+            *counts.entry(endpoint).or_default() += n;
+        }
+    }
+    let mut list: Vec<EndpointCount> = counts
         .into_iter()
         .map(|(endpoint, count)| EndpointCount { endpoint, count })
-        .collect())
+        .collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+    });
+    list.truncate(5);
+    Ok(list)
 }
 
 pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard, ApiError> {
     use events::Column as C;
     let start = since(hours);
-    let (total, users, calls, cost, endpoints, recent, types, hourly) = tokio::try_join!(
-        async {
-            Ok::<_, ApiError>(
-                events::Entity::find()
-                    .filter(C::Timestamp.gte(start))
-                    .count(db)
-                    .await? as i64,
-            )
-        },
-        active_users(db, start),
+    let (users, calls, cost, endpoints, recent, types, hourly) = tokio::try_join!(
+        async { Ok::<_, ApiError>(rollups::active_users(db, start).await?) },
         metric_sum(db, "api_calls", start),
         metric_sum(db, "cost_usd", start),
         top_endpoints(db, start),
@@ -407,7 +449,7 @@ pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard,
     )?;
     Ok(Dashboard {
         hours: hours as u32,
-        total_events: total,
+        total_events: types.iter().map(|t| t.count).sum(),
         active_users: users,
         total_api_calls: calls,
         total_cost: cost,
@@ -420,22 +462,16 @@ pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard,
 
 pub async fn summary(db: &DatabaseConnection) -> Result<Summary, ApiError> {
     let start = since(24);
-    let (total_users, active, events_24h, top) = tokio::try_join!(
+    let (total_users, active, types) = tokio::try_join!(
         async { Ok::<_, ApiError>(users::Entity::find().count(db).await? as i64) },
-        active_users(db, start),
-        async {
-            Ok(events::Entity::find()
-                .filter(events::Column::Timestamp.gte(start))
-                .count(db)
-                .await? as i64)
-        },
-        event_types(db, start, Some(10)),
+        async { Ok(rollups::active_users(db, start).await?) },
+        event_types(db, start, None),
     )?;
     Ok(Summary {
         total_users,
         active_users_24h: active,
-        events_24h,
-        top_event_types: top,
+        events_24h: types.iter().map(|t| t.count).sum(),
+        top_event_types: types.into_iter().take(10).collect(),
     })
 }
 

@@ -1,0 +1,293 @@
+//! Minute and hour rollups of events and metrics. The ingest writer adds
+//! each committed group to them in the same transaction, so they are exact
+//! and never ahead of or behind the rows. Windowed reads take whole buckets
+//! from here and the partial bucket at the window's start from the raw rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::{Duration, DurationRound, NaiveDateTime};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
+
+use crate::entity::{events, metrics};
+
+/// Rows per upsert statement (3 to 5 parameters each).
+const CHUNK: usize = 500;
+
+pub fn trunc(ts: NaiveDateTime, step: Duration) -> NaiveDateTime {
+    ts.and_utc()
+        .duration_trunc(step)
+        .map_or(ts, |t| t.naive_utc())
+}
+
+/// The first bucket boundary at or after `ts`.
+pub fn ceil(ts: NaiveDateTime, step: Duration) -> NaiveDateTime {
+    let t = trunc(ts, step);
+    if t == ts { t } else { t + step }
+}
+
+/// `$1, $2…` for Postgres, `?` for SQLite.
+fn tuple(backend: DbBackend, first: usize, n: usize) -> String {
+    let items: Vec<String> = (first..first + n)
+        .map(|i| {
+            if backend == DbBackend::Postgres {
+                format!("${i}")
+            } else {
+                "?".into()
+            }
+        })
+        .collect();
+    format!("({})", items.join(", "))
+}
+
+async fn upsert<C: ConnectionTrait>(
+    conn: &C,
+    head: &str,
+    tail: &str,
+    width: usize,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), DbErr> {
+    let backend = conn.get_database_backend();
+    for chunk in rows.chunks(CHUNK) {
+        let tuples: Vec<String> = (0..chunk.len())
+            .map(|i| tuple(backend, 1 + i * width, width))
+            .collect();
+        let sql = format!("{head} VALUES {} {tail}", tuples.join(", "));
+        let values: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Adds newly stored events. Keys are sorted, so concurrent writers on two
+/// replicas lock bucket rows in the same order and cannot deadlock.
+pub async fn add_events<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[&events::Model],
+) -> Result<(), DbErr> {
+    let mut minutes: BTreeMap<(NaiveDateTime, &str), i64> = BTreeMap::new();
+    let mut users: BTreeSet<(NaiveDateTime, i32)> = BTreeSet::new();
+    for e in rows {
+        *minutes
+            .entry((
+                trunc(e.timestamp, Duration::minutes(1)),
+                e.event_type.as_str(),
+            ))
+            .or_default() += 1;
+        if let Some(u) = e.user_id {
+            users.insert((trunc(e.timestamp, Duration::hours(1)), u));
+        }
+    }
+    upsert(
+        conn,
+        "INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)",
+        "ON CONFLICT (bucket, event_type) DO UPDATE SET events = platform_analytics_event_minutes.events + excluded.events",
+        3,
+        minutes
+            .into_iter()
+            .map(|((b, t), n)| vec![b.into(), t.to_string().into(), n.into()])
+            .collect(),
+    )
+    .await?;
+    upsert(
+        conn,
+        "INSERT INTO platform_analytics_event_user_hours (bucket, user_id)",
+        "ON CONFLICT (bucket, user_id) DO NOTHING",
+        2,
+        users
+            .into_iter()
+            .map(|(b, u)| vec![b.into(), u.into()])
+            .collect(),
+    )
+    .await
+}
+
+pub async fn add_metrics<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[metrics::Model],
+) -> Result<(), DbErr> {
+    let mut minutes: BTreeMap<(NaiveDateTime, &str, &str), (i64, f64)> = BTreeMap::new();
+    for m in rows {
+        let key = (
+            trunc(m.timestamp, Duration::minutes(1)),
+            m.metric_name.as_str(),
+            m.endpoint.as_deref().unwrap_or(""),
+        );
+        let slot = minutes.entry(key).or_default();
+        slot.0 += 1;
+        slot.1 += m.metric_value;
+    }
+    upsert(
+        conn,
+        "INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)",
+        "ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET \
+         row_count = platform_analytics_metric_minutes.row_count + excluded.row_count, \
+         value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum",
+        5,
+        minutes
+            .into_iter()
+            .map(|((b, name, ep), (n, sum))| {
+                vec![b.into(), name.to_string().into(), ep.to_string().into(), n.into(), sum.into()]
+            })
+            .collect(),
+    )
+    .await
+}
+
+/// Retention for the rollups: buckets wholly before the horizon.
+pub async fn delete_before<C: ConnectionTrait>(
+    conn: &C,
+    horizon: NaiveDateTime,
+) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut n = 0;
+    for (table, step) in [
+        ("platform_analytics_event_minutes", Duration::minutes(1)),
+        ("platform_analytics_metric_minutes", Duration::minutes(1)),
+        ("platform_analytics_event_user_hours", Duration::hours(1)),
+    ] {
+        let sql = format!(
+            "DELETE FROM {table} WHERE bucket < {}",
+            tuple(backend, 1, 1)
+        );
+        n += conn
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [trunc(horizon, step).into()],
+            ))
+            .await?
+            .rows_affected();
+    }
+    Ok(n)
+}
+
+// ------------------------------------------------------------------ reads
+
+fn bind(backend: DbBackend, i: usize) -> String {
+    if backend == DbBackend::Postgres {
+        format!("${i}")
+    } else {
+        "?".into()
+    }
+}
+
+/// Σ events per (bucket start as text, event_type) from minute buckets at or
+/// after `from`, bucketed by `bucket_sql` (a truncation of the `bucket` column).
+pub async fn event_counts<C: ConnectionTrait>(
+    conn: &C,
+    from: NaiveDateTime,
+    bucket_sql: Option<&str>,
+    event_type: Option<&str>,
+) -> Result<Vec<(String, String, i64)>, DbErr> {
+    let backend = conn.get_database_backend();
+    let bucket = bucket_sql.unwrap_or("''");
+    let mut values: Vec<Value> = vec![from.into()];
+    let mut filter = String::new();
+    if let Some(t) = event_type {
+        values.push(t.to_string().into());
+        filter = format!(" AND event_type = {}", bind(backend, 2));
+    }
+    let sql = format!(
+        "SELECT {bucket} AS b, event_type, CAST(SUM(events) AS BIGINT) AS n \
+         FROM platform_analytics_event_minutes WHERE bucket >= {}{filter} GROUP BY 1, 2",
+        bind(backend, 1)
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String>("", "b")?,
+                r.try_get("", "event_type")?,
+                r.try_get("", "n")?,
+            ))
+        })
+        .collect()
+}
+
+/// Distinct users with events at or after `since`: hour buckets from the
+/// first whole hour, raw rows before it.
+pub async fn active_users<C: ConnectionTrait>(
+    conn: &C,
+    since: NaiveDateTime,
+) -> Result<i64, DbErr> {
+    let backend = conn.get_database_backend();
+    let edge = ceil(since, Duration::hours(1));
+    let sql = format!(
+        "SELECT COUNT(*) AS n FROM (\
+           SELECT user_id FROM platform_analytics_event_user_hours WHERE bucket >= {p1} \
+           UNION \
+           SELECT user_id FROM platform_analytics_events \
+             WHERE \"timestamp\" >= {p2} AND \"timestamp\" < {p3} AND user_id IS NOT NULL\
+         ) u",
+        p1 = bind(backend, 1),
+        p2 = bind(backend, 2),
+        p3 = bind(backend, 3),
+    );
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [edge.into(), since.into(), edge.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// Per endpoint (rows, Σ value) of metric minute buckets at or after `from`,
+/// optionally for one metric name.
+pub async fn metric_totals<C: ConnectionTrait>(
+    conn: &C,
+    from: NaiveDateTime,
+    name: Option<&str>,
+) -> Result<HashMap<String, (i64, f64)>, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut values: Vec<Value> = vec![from.into()];
+    let mut filter = String::new();
+    if let Some(n) = name {
+        values.push(n.to_string().into());
+        filter = format!(" AND metric_name = {}", bind(backend, 2));
+    }
+    let sql = format!(
+        "SELECT endpoint, CAST(SUM(row_count) AS BIGINT) AS n, SUM(value_sum) AS s \
+         FROM platform_analytics_metric_minutes WHERE bucket >= {}{filter} GROUP BY endpoint",
+        bind(backend, 1)
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<String>("", "endpoint")?,
+                (
+                    r.try_get::<i64>("", "n")?,
+                    r.try_get::<Option<f64>>("", "s")?.unwrap_or(0.0),
+                ),
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_round_down_and_up() {
+        let t =
+            chrono::NaiveDateTime::parse_from_str("2026-01-02 03:04:05.5", "%Y-%m-%d %H:%M:%S%.f")
+                .unwrap();
+        let m = Duration::minutes(1);
+        assert_eq!(trunc(t, m).to_string(), "2026-01-02 03:04:00");
+        assert_eq!(ceil(t, m).to_string(), "2026-01-02 03:05:00");
+        assert_eq!(ceil(trunc(t, m), m), trunc(t, m));
+        assert_eq!(tuple(DbBackend::Postgres, 4, 3), "($4, $5, $6)");
+        assert_eq!(tuple(DbBackend::Sqlite, 4, 2), "(?, ?)");
+    }
+}
