@@ -337,11 +337,12 @@ pub async fn timeseries(
     if let Some(t) = event_type {
         raw = raw.filter(C::EventType.eq(t));
     }
-    let (rolled, raw): (Vec<(String, String, i64)>, Vec<(String, i64)>) = tokio::try_join!(
+    type RawBuckets = Vec<(String, i64)>;
+    let (rolled, raw) = tokio::try_join!(
         async {
             Ok::<_, ApiError>(rollups::event_counts(db, edge, Some(&rolled_sql), event_type).await?)
         },
-        async { Ok(raw.into_tuple().all(db).await?) },
+        async { Ok::<RawBuckets, ApiError>(raw.into_tuple().all(db).await?) },
     )?;
     let mut counts: std::collections::HashMap<NaiveDateTime, i64> =
         std::collections::HashMap::new();
