@@ -95,6 +95,23 @@ impl Principal {
     }
 }
 
+/// Cache keys of a user and of one of their sessions share the hash tag
+/// `{user id}`, so verify reads both with one MGET, on Redis Cluster too.
+fn user_key(user_id: i32) -> String {
+    format!("user:{{{user_id}}}")
+}
+
+fn session_key(user_id: i32, sid: &str) -> String {
+    format!("sess:{{{user_id}}}:{sid}")
+}
+
+/// A cache lookup's outcome; `Down` means go to the database and write nothing back.
+enum Cached {
+    Hit(String),
+    Miss,
+    Down,
+}
+
 pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
 }
@@ -182,25 +199,33 @@ pub async fn user_snapshot(
     state: &AppState,
     user_id: i32,
 ) -> Result<Option<UserSnapshot>, ApiError> {
-    let key = format!("user:{user_id}");
-    match state.cache.get(&key).await {
-        Ok(Some(v)) => {
-            if let Ok(snap) = serde_json::from_str::<UserSnapshot>(&v) {
-                return Ok(Some(snap));
-            }
-        }
-        Ok(None) => {}
+    let cached = match state.cache.get(&user_key(user_id)).await {
+        Ok(Some(v)) => Cached::Hit(v),
+        Ok(None) => Cached::Miss,
         Err(e) => {
             tracing::warn!(error = %e, "cache read failed; using the database");
-            return load_user(state, user_id).await;
+            Cached::Down
         }
+    };
+    resolve_user(state, user_id, cached).await
+}
+
+async fn resolve_user(
+    state: &AppState,
+    user_id: i32,
+    cached: Cached,
+) -> Result<Option<UserSnapshot>, ApiError> {
+    if let Cached::Hit(v) = &cached
+        && let Ok(snap) = serde_json::from_str::<UserSnapshot>(v)
+    {
+        return Ok(Some(snap));
     }
     let snap = load_user(state, user_id).await?;
-    if let Some(s) = &snap {
+    if let (Some(s), false) = (&snap, matches!(cached, Cached::Down)) {
         let _ = state
             .cache
             .set_nx(
-                &key,
+                &user_key(user_id),
                 &serde_json::to_string(s).map_err(ApiError::internal)?,
                 USER_CACHE_TTL,
             )
@@ -225,7 +250,7 @@ async fn publish_user(state: &AppState, user: &users::Model) {
     };
     if let Err(e) = state
         .cache
-        .set(&format!("user:{}", user.id), &v, USER_CACHE_TTL)
+        .set(&user_key(user.id), &v, USER_CACHE_TTL)
         .await
     {
         tracing::warn!(error = %e, user_id = user.id, "cache write failed after a user change");
@@ -545,14 +570,14 @@ pub async fn revoke_session(
         .exec_without_returning(&state.db)
         .await?;
     }
-    mark_revoked(state, sid).await;
+    mark_revoked(state, user_id, sid).await;
     Ok(())
 }
 
-async fn mark_revoked(state: &AppState, sid: &str) {
+async fn mark_revoked(state: &AppState, user_id: i32, sid: &str) {
     // Outlives every access token of the session.
     let ttl = state.auth.jwt.ttl() + Duration::from_secs(60);
-    if let Err(e) = state.cache.set(&format!("sess:{sid}"), "0", ttl).await {
+    if let Err(e) = state.cache.set(&session_key(user_id, sid), "0", ttl).await {
         tracing::warn!(error = %e, "cache write failed after a revocation; the database still holds it");
     }
 }
@@ -578,24 +603,21 @@ pub async fn revoke_user_sessions(
         .exec(&state.db)
         .await?;
     for sid in ids {
-        mark_revoked(state, &sid).await;
+        mark_revoked(state, user_id, &sid).await;
     }
     Ok(())
 }
 
-/// Is the session live? Cache first; the database on a miss or cache failure.
+/// Is the session live? The cached marker, else the database.
 async fn session_active(
     state: &AppState,
     sid: &str,
     user_id: i32,
     legacy: bool,
+    cached: Cached,
 ) -> Result<bool, ApiError> {
-    let key = format!("sess:{sid}");
-    let cached = state.cache.get(&key).await;
-    match &cached {
-        Ok(Some(v)) => return Ok(v == "1"),
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "cache read failed; using the database"),
+    if let Cached::Hit(v) = &cached {
+        return Ok(v == "1");
     }
     let row = sessions::Entity::find_by_id(sid.to_string())
         .one(&state.db)
@@ -606,10 +628,14 @@ async fn session_active(
             s.revoked_at.is_none() && (legacy || s.user_id == user_id) && s.expires_at > now()
         }
     };
-    if cached.is_ok() {
+    if matches!(cached, Cached::Miss) {
         let _ = state
             .cache
-            .set_nx(&key, if active { "1" } else { "0" }, SESSION_CACHE_TTL)
+            .set_nx(
+                &session_key(user_id, sid),
+                if active { "1" } else { "0" },
+                SESSION_CACHE_TTL,
+            )
             .await;
     }
     Ok(active)
@@ -625,10 +651,27 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         Some(_) => return Err(ApiError::InvalidToken("Invalid token".into())),
         None => (legacy_session_id(token), true),
     };
-    if !session_active(state, &session_id, user_id, legacy).await? {
+    // One round trip for both: the session marker and the user.
+    let (sess, user) = match state
+        .cache
+        .get_many(&[&session_key(user_id, &session_id), &user_key(user_id)])
+        .await
+    {
+        Ok(mut v) if v.len() == 2 => {
+            let to = |o: Option<String>| o.map_or(Cached::Miss, Cached::Hit);
+            let user = to(v.pop().flatten());
+            (to(v.pop().flatten()), user)
+        }
+        Ok(_) => (Cached::Miss, Cached::Miss),
+        Err(e) => {
+            tracing::warn!(error = %e, "cache read failed; using the database");
+            (Cached::Down, Cached::Down)
+        }
+    };
+    if !session_active(state, &session_id, user_id, legacy, sess).await? {
         return Err(ApiError::InvalidToken("Token has been revoked".into()));
     }
-    let user = user_snapshot(state, user_id)
+    let user = resolve_user(state, user_id, user)
         .await?
         .filter(|u| u.is_active)
         .ok_or_else(|| ApiError::InvalidToken("User not found or inactive".into()))?;

@@ -56,6 +56,17 @@ impl Cache for MemoryCache {
         }))
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
+        Ok(self.with(|inner, now| {
+            keys.iter()
+                .map(|k| match inner.map.get(*k) {
+                    Some(e) if e.expires > now => Some(e.value.clone()),
+                    _ => None,
+                })
+                .collect()
+        }))
+    }
+
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         self.with(|inner, now| {
             inner.map.insert(

@@ -17,6 +17,9 @@ pub struct CacheError(pub String);
 #[async_trait::async_trait]
 pub trait Cache: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<String>, CacheError>;
+    /// Several keys in one round trip. On Redis Cluster they must share a
+    /// hash tag (`{…}`), which the callers' key names ensure.
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError>;
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError>;
     /// Sets only when the key is absent; answers whether it did. Used to fill
     /// the cache from the database without overwriting a newer revocation.

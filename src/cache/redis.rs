@@ -64,6 +64,17 @@ impl Cache for RedisCache {
         self.run(|mut c| async move { c.get(key).await }).await
     }
 
+    async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
+        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        self.run(|mut c| async move {
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async::<Vec<Option<String>>>(&mut c)
+                .await
+        })
+        .await
+    }
+
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         let key = self.key(key);
         let value = value.to_string();
