@@ -34,6 +34,10 @@ impl Application {
         let settings = state.settings.clone();
         let jobs = crate::jobs::start(state.clone(), background.shutdown.subscribe());
         background.tasks.extend(jobs);
+        background.tasks.push(tokio::spawn(flush_revocations(
+            state.clone(),
+            background.shutdown.subscribe(),
+        )));
         // The dummy hash that equalises login timing, computed off the start path.
         let hasher = state.auth.hasher.clone();
         tokio::spawn(async move { hasher.warm_up().await });
@@ -198,6 +202,16 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
         .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
     }
     Ok((state, background))
+}
+
+async fn flush_revocations(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => crate::auth::service::flush_pending_revocations(&state).await,
+            _ = shutdown.changed() => return,
+        }
+    }
 }
 
 fn generate_key() -> String {

@@ -18,6 +18,9 @@ pub struct AuthContext {
     pub hasher: password::PasswordHasher,
     pub jwt: jwt::JwtKeys,
     pub refresh_ttl: Duration,
+    /// Revocations the cache missed (Redis down): retried until they land,
+    /// so a marker cached as live before the outage cannot outlive it.
+    pub pending_revocations: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
 }
 
 impl AuthContext {
@@ -29,6 +32,7 @@ impl AuthContext {
             ),
             jwt: jwt::JwtKeys::from_settings(settings)?,
             refresh_ttl: settings.refresh_token_ttl()?,
+            pending_revocations: std::sync::Mutex::new(Vec::new()),
         }))
     }
 }

@@ -577,8 +577,29 @@ pub async fn revoke_session(
 async fn mark_revoked(state: &AppState, user_id: i32, sid: &str) {
     // Outlives every access token of the session.
     let ttl = state.auth.jwt.ttl() + Duration::from_secs(60);
-    if let Err(e) = state.cache.set(&session_key(user_id, sid), "0", ttl).await {
-        tracing::warn!(error = %e, "cache write failed after a revocation; the database still holds it");
+    let key = session_key(user_id, sid);
+    if let Err(e) = state.cache.set(&key, "0", ttl).await {
+        tracing::warn!(error = %e, "cache write failed after a revocation; retrying until it lands");
+        pending(state).push((key, std::time::Instant::now() + ttl));
+    }
+}
+
+fn pending(state: &AppState) -> std::sync::MutexGuard<'_, Vec<(String, std::time::Instant)>> {
+    state
+        .auth
+        .pending_revocations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Writes revocations the cache missed; runs every second in the background.
+pub async fn flush_pending_revocations(state: &AppState) {
+    let due: Vec<(String, std::time::Instant)> = std::mem::take(&mut *pending(state));
+    let now = std::time::Instant::now();
+    for (key, until) in due.into_iter().filter(|(_, until)| *until > now) {
+        if state.cache.set(&key, "0", until - now).await.is_err() {
+            pending(state).push((key, until));
+        }
     }
 }
 

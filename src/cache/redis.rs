@@ -1,5 +1,8 @@
 use std::time::{Duration, Instant};
 
+use std::sync::Mutex;
+
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 
@@ -8,10 +11,16 @@ use super::{Cache, CacheError};
 /// Every command is bounded: a stalled Redis must not stall requests.
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Redis through deadpool-redis. Each operation touches one key, so it also
-/// works on Redis Cluster.
+/// Redis through deadpool-redis. Each operation touches one key (or keys
+/// sharing a hash tag), so it also works on Redis Cluster.
+///
+/// Operations share one multiplexed connection taken from the pool: a pool
+/// checkout pings Redis (UNWATCH + PING) before every use, which doubled the
+/// round trips of a verify. A failed operation drops the shared connection
+/// and the next one takes a fresh connection from the pool.
 pub struct RedisCache {
     pool: Pool,
+    shared: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
 }
 
@@ -30,6 +39,7 @@ impl RedisCache {
         let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
         Ok(RedisCache {
             pool,
+            shared: Mutex::new(None),
             prefix: prefix.to_string(),
         })
     }
@@ -38,22 +48,41 @@ impl RedisCache {
         format!("{}{}", self.prefix, key)
     }
 
+    async fn connection(&self) -> Result<MultiplexedConnection, CacheError> {
+        if let Some(c) = self.lock().as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| CacheError(e.to_string()))?;
+        let conn = deadpool_redis::Connection::take(conn);
+        *self.lock() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(deadpool_redis::Connection) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
-            let conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| CacheError(e.to_string()))?;
+            let conn = self.connection().await?;
             f(conn).await.map_err(|e| CacheError(e.to_string()))
         };
-        tokio::time::timeout(OP_TIMEOUT, work)
+        let result = tokio::time::timeout(OP_TIMEOUT, work)
             .await
-            .map_err(|_| CacheError("timed out".into()))?
+            .map_err(|_| CacheError("timed out".into()))
+            .and_then(|r| r);
+        if result.is_err() {
+            *self.lock() = None;
+        }
+        result
     }
 }
 
