@@ -51,7 +51,7 @@ async fn deprecated(
 }
 
 /// Deprecated alias of `POST /auth/register`.
-#[utoipa::path(post, path = "/register", tag = "legacy", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/register", operation_id = "legacy_post_register", tag = "legacy", request_body = RegisterRequest,
     responses((status = 201, description = "Registered", body = TokenResponse),
               (status = 409, description = "Email already registered", body = ErrorBody)))]
 #[deprecated]
@@ -64,7 +64,7 @@ pub async fn register(
 }
 
 /// Deprecated alias of `POST /auth/login`.
-#[utoipa::path(post, path = "/login", tag = "legacy", request_body = LoginRequest,
+#[utoipa::path(post, path = "/login", operation_id = "legacy_post_login", tag = "legacy", request_body = LoginRequest,
     responses((status = 200, description = "Logged in", body = TokenResponse),
               (status = 401, description = "Invalid credentials", body = ErrorBody)))]
 #[deprecated]
@@ -77,7 +77,7 @@ pub async fn login(
 }
 
 /// Deprecated alias of `GET /auth/verify`.
-#[utoipa::path(get, path = "/verify", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+#[utoipa::path(get, path = "/verify", operation_id = "legacy_get_verify", tag = "legacy", security(("api_key" = [], "bearer" = [])),
     responses((status = 200, description = "Valid token", body = VerifyResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 #[deprecated]
@@ -86,7 +86,7 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
 }
 
 /// Deprecated alias of `GET /auth/profile`.
-#[utoipa::path(get, path = "/profile", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+#[utoipa::path(get, path = "/profile", operation_id = "legacy_get_profile", tag = "legacy", security(("api_key" = [], "bearer" = [])),
     responses((status = 200, description = "Profile", body = UserResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 #[deprecated]
@@ -95,7 +95,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 }
 
 /// Deprecated alias of `PUT /auth/profile`.
-#[utoipa::path(put, path = "/profile", tag = "legacy", request_body = ProfileUpdate,
+#[utoipa::path(put, path = "/profile", operation_id = "legacy_put_profile", tag = "legacy", request_body = ProfileUpdate,
     security(("api_key" = [], "bearer" = [])),
     responses((status = 200, description = "Updated profile", body = UserResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
@@ -109,7 +109,7 @@ pub async fn put_profile(
 }
 
 /// Deprecated alias of `POST /analytics/events`.
-#[utoipa::path(post, path = "/events", tag = "legacy", request_body = EventIn,
+#[utoipa::path(post, path = "/events", operation_id = "legacy_post_events", tag = "legacy", request_body = EventIn,
     responses((status = 200, description = "Stored", body = EventResponse),
               (status = 422, description = "Invalid event", body = ErrorBody)))]
 #[deprecated]
@@ -122,7 +122,7 @@ pub async fn post_event(
 }
 
 /// Deprecated alias of `GET /analytics/metrics`.
-#[utoipa::path(get, path = "/metrics", tag = "legacy", params(MetricQuery),
+#[utoipa::path(get, path = "/metrics", operation_id = "legacy_get_metrics", tag = "legacy", params(MetricQuery),
     responses((status = 200, description = "A page of metrics", body = MetricList),
               (status = 422, description = "A parameter out of range", body = ErrorBody)))]
 #[deprecated]
@@ -134,7 +134,7 @@ pub async fn list_metrics(
 }
 
 /// Deprecated alias of `GET /analytics/usage/{user_id}`.
-#[utoipa::path(get, path = "/usage/{user_id}", tag = "legacy",
+#[utoipa::path(get, path = "/usage/{user_id}", operation_id = "legacy_get_usage", tag = "legacy",
     params(("user_id" = i64, Path, description = "User id"), UsageQuery),
     responses((status = 200, description = "Usage rows", body = Vec<UsageRow>),
               (status = 403, description = "Another user's usage", body = ErrorBody)))]
@@ -149,7 +149,7 @@ pub async fn get_usage(
 }
 
 /// Deprecated alias of `GET /analytics/costs`.
-#[utoipa::path(get, path = "/costs", tag = "legacy", params(CostsQuery),
+#[utoipa::path(get, path = "/costs", operation_id = "legacy_get_costs", tag = "legacy", params(CostsQuery),
     responses((status = 200, description = "Cost report", body = CostsResponse),
               (status = 403, description = "Another user's costs", body = ErrorBody)))]
 #[deprecated]
