@@ -12,6 +12,7 @@ mod m20250102_000001_auth_sessions;
 mod m20250103_000001_analytics_ingest;
 mod m20250104_000001_usage_rollups;
 mod m20250105_000001_analytics_rollups;
+mod m20250106_000001_hourly_rollups;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250103_000001_analytics_ingest::Migration),
             Box::new(m20250104_000001_usage_rollups::Migration),
             Box::new(m20250105_000001_analytics_rollups::Migration),
+            Box::new(m20250106_000001_hourly_rollups::Migration),
         ]
     }
 }

@@ -195,8 +195,6 @@ fn since(hours: i64) -> NaiveDateTime {
     super::ingest::now() - Duration::hours(hours)
 }
 
-const MINUTE: Duration = Duration::minutes(1);
-
 /// Raw event counts by type in [from, to): the partial minute at a window's start.
 async fn raw_type_counts(
     db: &DatabaseConnection,
@@ -222,10 +220,10 @@ pub async fn event_types(
     since: NaiveDateTime,
     top: Option<u64>,
 ) -> Result<Vec<TypeCount>, ApiError> {
-    let edge = rollups::ceil(since, MINUTE);
+    let w = rollups::split(since);
     let (rolled, raw) = tokio::try_join!(
-        async { Ok::<_, ApiError>(rollups::event_counts(db, edge, None, None).await?) },
-        raw_type_counts(db, since, edge),
+        async { Ok::<_, ApiError>(rollups::event_counts_since(db, w, None, None).await?) },
+        raw_type_counts(db, since, w.minute),
     )?;
     let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     for (_, t, n) in rolled {
@@ -323,7 +321,8 @@ pub async fn timeseries(
         )));
     }
     let start = since(hours);
-    let edge = rollups::ceil(start, MINUTE);
+    let w = rollups::split(start);
+    let edge = w.minute;
     let backend = db.get_database_backend();
     let rolled_sql = interval.sql_on(backend, "bucket");
     let raw_bucket = Expr::cust(interval.sql_expr(backend));
@@ -340,7 +339,22 @@ pub async fn timeseries(
     type RawBuckets = Vec<(String, i64)>;
     let (rolled, raw) = tokio::try_join!(
         async {
-            Ok::<_, ApiError>(rollups::event_counts(db, edge, Some(&rolled_sql), event_type).await?)
+            // Minute series read only minute buckets; coarser ones mostly hours.
+            let rolled = match interval {
+                Interval::Minute => {
+                    rollups::event_counts(
+                        db,
+                        rollups::Grain::Minute,
+                        edge,
+                        None,
+                        Some(&rolled_sql),
+                        event_type,
+                    )
+                    .await?
+                }
+                _ => rollups::event_counts_since(db, w, Some(&rolled_sql), event_type).await?,
+            };
+            Ok::<_, ApiError>(rolled)
         },
         async { Ok::<RawBuckets, ApiError>(raw.into_tuple().all(db).await?) },
     )?;
@@ -377,7 +391,8 @@ async fn metric_sum(
     since: NaiveDateTime,
 ) -> Result<f64, ApiError> {
     use metrics::Column as C;
-    let edge = rollups::ceil(since, MINUTE);
+    let w = rollups::split(since);
+    let edge = w.minute;
     let raw: Option<Option<f64>> = metrics::Entity::find()
         .select_only()
         .column_as(Expr::col(C::MetricValue).sum(), "s")
@@ -387,7 +402,7 @@ async fn metric_sum(
         .into_tuple()
         .one(db)
         .await?;
-    let rolled = rollups::metric_totals(db, edge, Some(name)).await?;
+    let rolled = rollups::metric_totals_since(db, w, Some(name)).await?;
     Ok(raw.flatten().unwrap_or(0.0) + rolled.values().map(|(_, s)| s).sum::<f64>())
 }
 
@@ -397,7 +412,8 @@ async fn top_endpoints(
     since: NaiveDateTime,
 ) -> Result<Vec<EndpointCount>, ApiError> {
     use metrics::Column as C;
-    let edge = rollups::ceil(since, MINUTE);
+    let w = rollups::split(since);
+    let edge = w.minute;
     let raw: Vec<(String, i64)> = metrics::Entity::find()
         .select_only()
         .column(C::Endpoint)
@@ -410,7 +426,7 @@ async fn top_endpoints(
         .all(db)
         .await?;
     let mut counts: std::collections::HashMap<String, i64> = raw.into_iter().collect();
-    for (endpoint, (n, _)) in rollups::metric_totals(db, edge, None).await? {
+    for (endpoint, (n, _)) in rollups::metric_totals_since(db, w, None).await? {
         if !endpoint.is_empty() {
             *counts.entry(endpoint).or_default() += n;
         }

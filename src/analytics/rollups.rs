@@ -59,36 +59,88 @@ async fn upsert<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Rollup granularity: minute buckets for window edges and minute series,
+/// hour buckets for the bulk of long windows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grain {
+    Minute,
+    Hour,
+}
+
+impl Grain {
+    pub fn step(self) -> Duration {
+        match self {
+            Grain::Minute => Duration::minutes(1),
+            Grain::Hour => Duration::hours(1),
+        }
+    }
+
+    fn events_table(self) -> &'static str {
+        match self {
+            Grain::Minute => "platform_analytics_event_minutes",
+            Grain::Hour => "platform_analytics_event_hours",
+        }
+    }
+
+    fn metrics_table(self) -> &'static str {
+        match self {
+            Grain::Minute => "platform_analytics_metric_minutes",
+            Grain::Hour => "platform_analytics_metric_hours",
+        }
+    }
+}
+
+/// A window from `since` on, split into what each source answers exactly:
+/// raw rows in [since, minute), minute buckets in [minute, hour), hour
+/// buckets from `hour` on.
+#[derive(Clone, Copy, Debug)]
+pub struct Split {
+    pub since: NaiveDateTime,
+    pub minute: NaiveDateTime,
+    pub hour: NaiveDateTime,
+}
+
+pub fn split(since: NaiveDateTime) -> Split {
+    Split {
+        since,
+        minute: ceil(since, Grain::Minute.step()),
+        hour: ceil(since, Grain::Hour.step()),
+    }
+}
+
 /// Adds newly stored events. Keys are sorted, so concurrent writers on two
 /// replicas lock bucket rows in the same order and cannot deadlock.
 pub async fn add_events<C: ConnectionTrait>(
     conn: &C,
     rows: &[&events::Model],
 ) -> Result<(), DbErr> {
-    let mut minutes: BTreeMap<(NaiveDateTime, &str), i64> = BTreeMap::new();
-    let mut users: BTreeSet<(NaiveDateTime, i32)> = BTreeSet::new();
-    for e in rows {
-        *minutes
-            .entry((
-                trunc(e.timestamp, Duration::minutes(1)),
-                e.event_type.as_str(),
-            ))
-            .or_default() += 1;
-        if let Some(u) = e.user_id {
-            users.insert((trunc(e.timestamp, Duration::hours(1)), u));
+    for grain in [Grain::Minute, Grain::Hour] {
+        let mut counts: BTreeMap<(NaiveDateTime, &str), i64> = BTreeMap::new();
+        for e in rows {
+            *counts
+                .entry((trunc(e.timestamp, grain.step()), e.event_type.as_str()))
+                .or_default() += 1;
         }
+        let table = grain.events_table();
+        upsert(
+            conn,
+            &format!("INSERT INTO {table} (bucket, event_type, events)"),
+            &format!("ON CONFLICT (bucket, event_type) DO UPDATE SET events = {table}.events + excluded.events"),
+            3,
+            counts
+                .into_iter()
+                .map(|((b, t), n)| vec![b.into(), t.to_string().into(), n.into()])
+                .collect(),
+        )
+        .await?;
     }
-    upsert(
-        conn,
-        "INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)",
-        "ON CONFLICT (bucket, event_type) DO UPDATE SET events = platform_analytics_event_minutes.events + excluded.events",
-        3,
-        minutes
-            .into_iter()
-            .map(|((b, t), n)| vec![b.into(), t.to_string().into(), n.into()])
-            .collect(),
-    )
-    .await?;
+    let users: BTreeSet<(NaiveDateTime, i32)> = rows
+        .iter()
+        .filter_map(|e| {
+            e.user_id
+                .map(|u| (trunc(e.timestamp, Duration::hours(1)), u))
+        })
+        .collect();
     upsert(
         conn,
         "INSERT INTO platform_analytics_event_user_hours (bucket, user_id)",
@@ -106,32 +158,43 @@ pub async fn add_metrics<C: ConnectionTrait>(
     conn: &C,
     rows: &[metrics::Model],
 ) -> Result<(), DbErr> {
-    let mut minutes: BTreeMap<(NaiveDateTime, &str, &str), (i64, f64)> = BTreeMap::new();
-    for m in rows {
-        let key = (
-            trunc(m.timestamp, Duration::minutes(1)),
-            m.metric_name.as_str(),
-            m.endpoint.as_deref().unwrap_or(""),
-        );
-        let slot = minutes.entry(key).or_default();
-        slot.0 += 1;
-        slot.1 += m.metric_value;
+    for grain in [Grain::Minute, Grain::Hour] {
+        let mut sums: BTreeMap<(NaiveDateTime, &str, &str), (i64, f64)> = BTreeMap::new();
+        for m in rows {
+            let key = (
+                trunc(m.timestamp, grain.step()),
+                m.metric_name.as_str(),
+                m.endpoint.as_deref().unwrap_or(""),
+            );
+            let slot = sums.entry(key).or_default();
+            slot.0 += 1;
+            slot.1 += m.metric_value;
+        }
+        let table = grain.metrics_table();
+        upsert(
+            conn,
+            &format!("INSERT INTO {table} (bucket, metric_name, endpoint, row_count, value_sum)"),
+            &format!(
+                "ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET \
+                 row_count = {table}.row_count + excluded.row_count, \
+                 value_sum = {table}.value_sum + excluded.value_sum"
+            ),
+            5,
+            sums.into_iter()
+                .map(|((b, name, ep), (n, sum))| {
+                    vec![
+                        b.into(),
+                        name.to_string().into(),
+                        ep.to_string().into(),
+                        n.into(),
+                        sum.into(),
+                    ]
+                })
+                .collect(),
+        )
+        .await?;
     }
-    upsert(
-        conn,
-        "INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)",
-        "ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET \
-         row_count = platform_analytics_metric_minutes.row_count + excluded.row_count, \
-         value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum",
-        5,
-        minutes
-            .into_iter()
-            .map(|((b, name, ep), (n, sum))| {
-                vec![b.into(), name.to_string().into(), ep.to_string().into(), n.into(), sum.into()]
-            })
-            .collect(),
-    )
-    .await
+    Ok(())
 }
 
 /// Retention for the rollups: buckets wholly before the horizon.
@@ -144,6 +207,8 @@ pub async fn delete_before<C: ConnectionTrait>(
     for (table, step) in [
         ("platform_analytics_event_minutes", Duration::minutes(1)),
         ("platform_analytics_metric_minutes", Duration::minutes(1)),
+        ("platform_analytics_event_hours", Duration::hours(1)),
+        ("platform_analytics_metric_hours", Duration::hours(1)),
         ("platform_analytics_event_user_hours", Duration::hours(1)),
     ] {
         let sql = format!(
@@ -172,11 +237,13 @@ fn bind(backend: DbBackend, i: usize) -> String {
     }
 }
 
-/// Σ events per (bucket start as text, event_type) from minute buckets at or
-/// after `from`, bucketed by `bucket_sql` (a truncation of the `bucket` column).
+/// Σ events per (bucket start as text, event_type) from `grain` buckets in
+/// [from, to), bucketed by `bucket_sql` (a truncation of the `bucket` column).
 pub async fn event_counts<C: ConnectionTrait>(
     conn: &C,
+    grain: Grain,
     from: NaiveDateTime,
+    to: Option<NaiveDateTime>,
     bucket_sql: Option<&str>,
     event_type: Option<&str>,
 ) -> Result<Vec<(String, String, i64)>, DbErr> {
@@ -184,13 +251,21 @@ pub async fn event_counts<C: ConnectionTrait>(
     let bucket = bucket_sql.unwrap_or("''");
     let mut values: Vec<Value> = vec![from.into()];
     let mut filter = String::new();
+    if let Some(t) = to {
+        values.push(t.into());
+        filter.push_str(&format!(" AND bucket < {}", bind(backend, values.len())));
+    }
     if let Some(t) = event_type {
         values.push(t.to_string().into());
-        filter = format!(" AND event_type = {}", bind(backend, 2));
+        filter.push_str(&format!(
+            " AND event_type = {}",
+            bind(backend, values.len())
+        ));
     }
     let sql = format!(
         "SELECT {bucket} AS b, event_type, CAST(SUM(events) AS BIGINT) AS n \
-         FROM platform_analytics_event_minutes WHERE bucket >= {}{filter} GROUP BY 1, 2",
+         FROM {} WHERE bucket >= {}{filter} GROUP BY 1, 2",
+        grain.events_table(),
         bind(backend, 1)
     );
     let rows = conn
@@ -239,23 +314,33 @@ pub async fn active_users<C: ConnectionTrait>(
         .unwrap_or(0))
 }
 
-/// Per endpoint (rows, Σ value) of metric minute buckets at or after `from`,
+/// Per endpoint (rows, Σ value) of metric `grain` buckets in [from, to),
 /// optionally for one metric name.
 pub async fn metric_totals<C: ConnectionTrait>(
     conn: &C,
+    grain: Grain,
     from: NaiveDateTime,
+    to: Option<NaiveDateTime>,
     name: Option<&str>,
 ) -> Result<HashMap<String, (i64, f64)>, DbErr> {
     let backend = conn.get_database_backend();
     let mut values: Vec<Value> = vec![from.into()];
     let mut filter = String::new();
+    if let Some(t) = to {
+        values.push(t.into());
+        filter.push_str(&format!(" AND bucket < {}", bind(backend, values.len())));
+    }
     if let Some(n) = name {
         values.push(n.to_string().into());
-        filter = format!(" AND metric_name = {}", bind(backend, 2));
+        filter.push_str(&format!(
+            " AND metric_name = {}",
+            bind(backend, values.len())
+        ));
     }
     let sql = format!(
         "SELECT endpoint, CAST(SUM(row_count) AS BIGINT) AS n, SUM(value_sum) AS s \
-         FROM platform_analytics_metric_minutes WHERE bucket >= {}{filter} GROUP BY endpoint",
+         FROM {} WHERE bucket >= {}{filter} GROUP BY endpoint",
+        grain.metrics_table(),
         bind(backend, 1)
     );
     let rows = conn
@@ -272,6 +357,46 @@ pub async fn metric_totals<C: ConnectionTrait>(
             ))
         })
         .collect()
+}
+
+/// Both metric grains of a split window (the raw edge is the caller's).
+pub async fn metric_totals_since<C: ConnectionTrait>(
+    conn: &C,
+    w: Split,
+    name: Option<&str>,
+) -> Result<HashMap<String, (i64, f64)>, DbErr> {
+    let (mut a, b) = tokio::try_join!(
+        metric_totals(conn, Grain::Minute, w.minute, Some(w.hour), name),
+        metric_totals(conn, Grain::Hour, w.hour, None, name),
+    )?;
+    for (k, (n, s)) in b {
+        let slot = a.entry(k).or_default();
+        slot.0 += n;
+        slot.1 += s;
+    }
+    Ok(a)
+}
+
+/// Both event grains of a split window, bucketed by `bucket_sql`.
+pub async fn event_counts_since<C: ConnectionTrait>(
+    conn: &C,
+    w: Split,
+    bucket_sql: Option<&str>,
+    event_type: Option<&str>,
+) -> Result<Vec<(String, String, i64)>, DbErr> {
+    let (mut a, b) = tokio::try_join!(
+        event_counts(
+            conn,
+            Grain::Minute,
+            w.minute,
+            Some(w.hour),
+            bucket_sql,
+            event_type
+        ),
+        event_counts(conn, Grain::Hour, w.hour, None, bucket_sql, event_type),
+    )?;
+    a.extend(b);
+    Ok(a)
 }
 
 #[cfg(test)]

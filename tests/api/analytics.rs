@@ -626,3 +626,53 @@ async fn shutdown_loses_no_acknowledged_event() {
         assert!(row.is_some(), "acknowledged event {id} is stored");
     }
 }
+
+#[tokio::test]
+async fn window_edges_count_each_event_once() {
+    // Wherever the window starts relative to minute and hour boundaries, its
+    // raw edge, minute buckets and hour buckets must add up exactly.
+    let app = spawn_app().await;
+    let at = |secs: i64| (Utc::now() - Duration::hours(1) + Duration::seconds(secs)).to_rfc3339();
+    let events = json!({"events": [
+        {"event_type": "edge", "user_id": 1, "timestamp": at(90)},
+        {"event_type": "edge", "user_id": 2, "timestamp": at(150)},
+        {"event_type": "edge", "user_id": 3, "timestamp": at(-60)},
+        {"event_type": "edge", "user_id": 1, "timestamp": at(1800)},
+    ]});
+    post(&app, "/analytics/events/batch", events).await;
+    post(&app, "/analytics/metrics/batch", json!({"metrics": [
+        {"metric_name": "api_calls", "metric_value": 2, "endpoint": "/x", "timestamp": at(100)},
+        {"metric_name": "api_calls", "metric_value": 5, "endpoint": "/x", "timestamp": at(2000)},
+        {"metric_name": "api_calls", "metric_value": 7, "endpoint": "/y", "timestamp": at(-100)},
+    ]})).await;
+    let by_type = get(&app, "/analytics/events/by-type?hours=1").await;
+    assert_eq!(
+        by_type["event_types"],
+        json!([{"event_type": "edge", "count": 3}])
+    );
+    let d = get(&app, "/analytics/dashboard?hours=1").await;
+    assert_eq!(d["total_events"], 3);
+    assert_eq!(d["active_users"], 2);
+    assert_eq!(d["total_api_calls"], 7.0);
+    assert_eq!(d["top_endpoints"], json!([{"endpoint": "/x", "count": 2}]));
+    for interval in ["minute", "hour"] {
+        let ts = get(
+            &app,
+            &format!("/analytics/events/timeseries?interval={interval}&hours=1"),
+        )
+        .await;
+        let sum: i64 = ts["buckets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_i64().unwrap())
+            .sum();
+        assert_eq!(sum, 3, "{interval}");
+    }
+    let d2 = get(&app, "/analytics/dashboard?hours=2").await;
+    assert_eq!(
+        (d2["total_events"].as_i64(), d2["active_users"].as_i64()),
+        (Some(4), Some(3))
+    );
+    assert_eq!(d2["total_api_calls"], 14.0);
+}
