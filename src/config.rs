@@ -95,6 +95,7 @@ pub struct Settings {
     pub ingest_queue_capacity: usize,
     pub ingest_max_batch_rows: usize,
     pub ingest_wait_timeout: u64,
+    pub ingest_writers: usize,
     pub usage_rollup_interval: u64,
     pub retention_interval: u64,
     pub pricing: Vec<PriceEntry>,
@@ -263,6 +264,9 @@ impl Settings {
                 "ingest_queue_capacity",
                 "INGEST_QUEUE_CAPACITY and INGEST_MAX_BATCH_ROWS must be at least 1",
             ));
+        }
+        if !(1..=16).contains(&self.ingest_writers) {
+            return Err(bad("ingest_writers", "must be between 1 and 16"));
         }
         if !(1..=300).contains(&self.ingest_wait_timeout) {
             return Err(bad(

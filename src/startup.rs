@@ -174,11 +174,15 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
         settings.ingest_queue_capacity,
         settings.ingest_max_batch_rows,
         Duration::from_secs(settings.ingest_wait_timeout),
+        match db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => settings.ingest_writers,
+            _ => 1,
+        },
         shutdown_rx,
     );
     let background = Background {
         shutdown,
-        tasks: vec![writer.task],
+        tasks: writer.tasks,
     };
     let state = AppState {
         jobs: Arc::new(crate::jobs::JobsContext::new(

@@ -11,7 +11,9 @@ use sea_orm::{
     ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
     QueryFilter,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use crate::entity::{events, metrics};
 use crate::error::ApiError;
@@ -102,33 +104,42 @@ fn unavailable() -> ApiError {
 
 pub struct Writer {
     pub handle: IngestHandle,
-    pub task: tokio::task::JoinHandle<()>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Starts the writer. It runs until `shutdown` turns true, then drains what
 /// is queued before it returns.
+/// Starts `writers` writer tasks sharing one queue. On Postgres two overlap
+/// one group's commit with the next group's inserts; SQLite has one writer
+/// at a time anyway.
 pub fn start(
     db: DatabaseConnection,
     capacity: usize,
     max_rows: usize,
     wait: Duration,
+    writers: usize,
     shutdown: watch::Receiver<bool>,
 ) -> Writer {
     let (tx, rx) = mpsc::channel(capacity);
-    let task = tokio::spawn(run(db, rx, max_rows, shutdown));
+    let rx = Arc::new(Mutex::new(rx));
+    let tasks = (0..writers.max(1))
+        .map(|_| tokio::spawn(run(db.clone(), rx.clone(), max_rows, shutdown.clone())))
+        .collect();
     Writer {
         handle: IngestHandle { tx, wait },
-        task,
+        tasks,
     }
 }
 
 async fn run(
     db: DatabaseConnection,
-    mut rx: mpsc::Receiver<Job>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     max_rows: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        // One writer gathers a group at a time; it commits after letting go.
+        let mut rx = queue.lock().await;
         let next = tokio::select! {
             job = rx.recv() => job,
             _ = wait_for_stop(&mut shutdown) => None,
@@ -159,6 +170,7 @@ async fn run(
                 Err(_) => break,
             }
         }
+        drop(rx);
         process(&db, jobs).await;
     }
     tracing::info!("ingest writer stopped");
