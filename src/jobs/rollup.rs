@@ -12,6 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
+use futures_util::StreamExt;
+
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use sea_orm::sea_query::{Expr, Func};
 use sea_orm::{
@@ -207,7 +209,8 @@ async fn compute_day(
     users: &[i32],
 ) -> anyhow::Result<HashMap<i32, Bucket>> {
     let start = day_start(day);
-    let rows: Vec<MetricRow> = metrics::Entity::find()
+    // Streamed: a busy day holds millions of rows; only the sums stay in memory.
+    let mut rows = metrics::Entity::find()
         .select_only()
         .columns([
             metrics::Column::UserId,
@@ -222,11 +225,12 @@ async fn compute_day(
         .filter(metrics::Column::UserId.is_in(users.iter().copied()))
         .filter(metrics::Column::MetricName.is_in(SOURCES))
         .into_model::<MetricRow>()
-        .all(txn)
+        .stream(txn)
         .await?;
     let mut out: HashMap<i32, Bucket> = HashMap::new();
-    for m in &rows {
-        let t = contribution(prices, m);
+    while let Some(m) = rows.next().await {
+        let m = m?;
+        let t = contribution(prices, &m);
         let bucket = out.entry(m.user_id).or_default();
         bucket.total.add(&t);
         let slice = (
