@@ -237,6 +237,26 @@ fn bind(backend: DbBackend, i: usize) -> String {
     }
 }
 
+/// `bucket >= from [AND bucket < to] [AND column = value]`, with its values.
+fn window_filter(
+    backend: DbBackend,
+    from: NaiveDateTime,
+    to: Option<NaiveDateTime>,
+    eq: Option<(&str, &str)>,
+) -> (String, Vec<Value>) {
+    let mut values: Vec<Value> = vec![from.into()];
+    let mut filter = format!("bucket >= {}", bind(backend, 1));
+    if let Some(t) = to {
+        values.push(t.into());
+        filter.push_str(&format!(" AND bucket < {}", bind(backend, values.len())));
+    }
+    if let Some((column, value)) = eq {
+        values.push(value.to_string().into());
+        filter.push_str(&format!(" AND {column} = {}", bind(backend, values.len())));
+    }
+    (filter, values)
+}
+
 /// Σ events per (bucket start as text, event_type) from `grain` buckets in
 /// [from, to), bucketed by `bucket_sql` (a truncation of the `bucket` column).
 pub async fn event_counts<C: ConnectionTrait>(
@@ -249,24 +269,11 @@ pub async fn event_counts<C: ConnectionTrait>(
 ) -> Result<Vec<(String, String, i64)>, DbErr> {
     let backend = conn.get_database_backend();
     let bucket = bucket_sql.unwrap_or("''");
-    let mut values: Vec<Value> = vec![from.into()];
-    let mut filter = String::new();
-    if let Some(t) = to {
-        values.push(t.into());
-        filter.push_str(&format!(" AND bucket < {}", bind(backend, values.len())));
-    }
-    if let Some(t) = event_type {
-        values.push(t.to_string().into());
-        filter.push_str(&format!(
-            " AND event_type = {}",
-            bind(backend, values.len())
-        ));
-    }
+    let (filter, values) = window_filter(backend, from, to, event_type.map(|t| ("event_type", t)));
     let sql = format!(
         "SELECT {bucket} AS b, event_type, CAST(SUM(events) AS BIGINT) AS n \
-         FROM {} WHERE bucket >= {}{filter} GROUP BY 1, 2",
+         FROM {} WHERE {filter} GROUP BY 1, 2",
         grain.events_table(),
-        bind(backend, 1)
     );
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -324,24 +331,11 @@ pub async fn metric_totals<C: ConnectionTrait>(
     name: Option<&str>,
 ) -> Result<HashMap<String, (i64, f64)>, DbErr> {
     let backend = conn.get_database_backend();
-    let mut values: Vec<Value> = vec![from.into()];
-    let mut filter = String::new();
-    if let Some(t) = to {
-        values.push(t.into());
-        filter.push_str(&format!(" AND bucket < {}", bind(backend, values.len())));
-    }
-    if let Some(n) = name {
-        values.push(n.to_string().into());
-        filter.push_str(&format!(
-            " AND metric_name = {}",
-            bind(backend, values.len())
-        ));
-    }
+    let (filter, values) = window_filter(backend, from, to, name.map(|n| ("metric_name", n)));
     let sql = format!(
         "SELECT endpoint, CAST(SUM(row_count) AS BIGINT) AS n, SUM(value_sum) AS s \
-         FROM {} WHERE bucket >= {}{filter} GROUP BY endpoint",
+         FROM {} WHERE {filter} GROUP BY endpoint",
         grain.metrics_table(),
-        bind(backend, 1)
     );
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))

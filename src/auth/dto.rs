@@ -4,8 +4,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::entity::users;
-
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     #[schema(example = "user@example.com")]
@@ -88,21 +86,6 @@ pub struct UserResponse {
     pub updated_at: DateTime<Utc>,
     /// `user` or `admin`.
     pub role: String,
-}
-
-impl From<&users::Model> for UserResponse {
-    fn from(u: &users::Model) -> Self {
-        UserResponse {
-            id: u.id,
-            email: u.email.clone(),
-            first_name: u.first_name.clone(),
-            last_name: u.last_name.clone(),
-            is_active: u.is_active,
-            created_at: u.created_at.and_utc(),
-            updated_at: u.updated_at.and_utc(),
-            role: u.role.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -63,6 +63,12 @@ impl From<&users::Model> for UserSnapshot {
     }
 }
 
+impl From<&users::Model> for UserResponse {
+    fn from(u: &users::Model) -> Self {
+        UserResponse::from(&UserSnapshot::from(u))
+    }
+}
+
 impl From<&UserSnapshot> for UserResponse {
     fn from(u: &UserSnapshot) -> Self {
         UserResponse {
