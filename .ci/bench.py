@@ -58,14 +58,14 @@ UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
 def parse_wrk(out):
-    res = {"rps": 0.0, "p50_ms": None, "p99_ms": None, "errors": 0, "requests": 0}
+    res = {"rps": 0.0, "p50_ms": None, "p90_ms": None, "p99_ms": None, "errors": 0, "requests": 0}
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if m:
         res["rps"] = float(m.group(1))
     m = re.search(r"(\d+) requests in", out)
     if m:
         res["requests"] = int(m.group(1))
-    for pct, key in (("50%", "p50_ms"), ("99%", "p99_ms")):
+    for pct, key in (("50%", "p50_ms"), ("90%", "p90_ms"), ("99%", "p99_ms")):
         m = re.search(rf"\s{re.escape(pct)}\s+([\d.]+)(us|ms|s)\b", out)
         if m:
             res[key] = float(m.group(1)) * UNITS[m.group(2)]
@@ -282,8 +282,8 @@ def main():
         proc.wait(timeout=60)
 
     print()
-    print(f"| scenario | rate | p50 ms | p99 ms | errors | vs /health/live |")
-    print(f"|---|---|---|---|---|---|")
+    print("| scenario | rate | p50 ms | p90 ms | p99 ms | errors | vs /health/live |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         if r["unit"] == "MiB":
             rate = f"{r['rate']:.1f} MiB idle, {r['peak_mib']:.1f} MiB peak"
@@ -292,7 +292,7 @@ def main():
         else:
             rate = f"{r['rate']:.0f} {r['unit']}"
         ratio = f"{r['ratio_to_live']:.0%}" if r.get("ratio_to_live") is not None else ""
-        print(f"| {r['scenario']} | {rate} | {r['p50_ms'] or ''} | {r['p99_ms'] or ''} | {r['errors']} | {ratio} |")
+        print(f"| {r['scenario']} | {rate} | {r['p50_ms'] or ''} | {r.get('p90_ms') or ''} | {r['p99_ms'] or ''} | {r['errors']} | {ratio} |")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"date": time.strftime("%Y-%m-%d"), "quick": args.quick, "results": results}, f, indent=2)

@@ -24,6 +24,8 @@ pub const RETENTION: &str = "retention";
 /// scheduled run and a manual one never overlap in one process.
 pub struct JobsContext {
     pub prices: pricing::PriceTable,
+    /// The watermark a rollup last rescanned with no new rows (see rollup.rs).
+    rollup_rescanned: std::sync::atomic::AtomicI64,
     rollup_lock: Mutex<()>,
     retention_lock: Mutex<()>,
 }
@@ -32,6 +34,7 @@ impl JobsContext {
     pub fn new(prices: pricing::PriceTable) -> Self {
         JobsContext {
             prices,
+            rollup_rescanned: std::sync::atomic::AtomicI64::new(i64::MIN),
             rollup_lock: Mutex::new(()),
             retention_lock: Mutex::new(()),
         }
@@ -141,7 +144,13 @@ fn observe(report: &Result<JobReport, anyhow::Error>, job: &'static str) {
 pub async fn run_rollup(state: &AppState) -> anyhow::Result<JobReport> {
     let _guard = state.jobs.rollup_lock.lock().await;
     let started = Instant::now();
-    let result = rollup::run_once(&state.db, &state.jobs.prices, started).await;
+    let result = rollup::run_once(
+        &state.db,
+        &state.jobs.prices,
+        &state.jobs.rollup_rescanned,
+        started,
+    )
+    .await;
     if let Err(e) = &result {
         let _ = record(&state.db, ROLLUP, started, 0, None, Some(e.to_string())).await;
     }

@@ -10,6 +10,7 @@
 //! committed after a higher id's (another replica's writer) are not missed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Instant;
 
 use futures_util::StreamExt;
@@ -115,6 +116,7 @@ fn next_month(d: NaiveDate) -> NaiveDate {
 pub async fn run_once(
     db: &DatabaseConnection,
     prices: &PriceTable,
+    rescanned: &AtomicI64,
     started: Instant,
 ) -> anyhow::Result<JobReport> {
     let txn = crate::db::begin_write(db).await?;
@@ -144,6 +146,13 @@ pub async fn run_once(
         txn.commit().await?;
         return Ok(report(started, 0, watermark));
     };
+    // With nothing new, one more run rescans (a straggler may have committed
+    // since); after that an idle system costs nothing.
+    if max_id <= watermark && rescanned.load(Ordering::Relaxed) == watermark {
+        record(&txn, ROLLUP, started, 0, Some(watermark), None).await?;
+        txn.commit().await?;
+        return Ok(report(started, 0, watermark));
+    }
     let from_id = (watermark - RESCAN).max(0);
 
     // The (user, day) buckets that new or recent rows touch.
@@ -189,6 +198,14 @@ pub async fn run_once(
     }
     record(&txn, ROLLUP, started, changed, Some(max_id), None).await?;
     txn.commit().await?;
+    rescanned.store(
+        if max_id <= watermark {
+            max_id
+        } else {
+            i64::MIN
+        },
+        Ordering::Relaxed,
+    );
     Ok(report(started, changed, max_id))
 }
 
