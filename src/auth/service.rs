@@ -24,7 +24,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::dto::{TokenResponse, UserResponse};
-use super::jwt::Claims;
 use crate::entity::{refresh_tokens, sessions, users};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -88,11 +87,9 @@ impl From<&UserSnapshot> for UserResponse {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub user: UserSnapshot,
-    pub claims: Claims,
     /// The session id, or for tokens the original issued (no `sid`) a
     /// pseudo-session derived from the token, so they can be revoked too.
     pub session_id: String,
-    pub legacy_token: bool,
 }
 
 impl Principal {
@@ -702,12 +699,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal, Ap
         .await?
         .filter(|u| u.is_active)
         .ok_or_else(|| ApiError::InvalidToken("User not found or inactive".into()))?;
-    Ok(Principal {
-        user,
-        claims,
-        session_id,
-        legacy_token: legacy,
-    })
+    Ok(Principal { user, session_id })
 }
 
 /// Ends the caller's session and, if given, the session of a refresh token
