@@ -9,7 +9,7 @@ REDIS_PORT=${REDIS_PORT:-56479}
 PG_EXTRA_OPTS="-c fsync=on -c shared_buffers=512MB"
 . .ci/services.sh
 install_services
-command -v wrk >/dev/null || { as_root apt-get install -y -qq wrk >/dev/null; }
+command -v wrk >/dev/null || { as_root apt-get update -qq; DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq wrk >/dev/null; }
 trap stop_services EXIT
 cargo build --release --quiet
 start_postgres
