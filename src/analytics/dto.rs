@@ -66,6 +66,18 @@ pub struct BatchResponse {
     pub ids: Vec<i64>,
 }
 
+impl BatchResponse {
+    /// The original's message, plus the count and the ids in request order.
+    pub fn new(kind: &str, ids: impl Iterator<Item = i64>) -> Self {
+        let ids: Vec<i64> = ids.collect();
+        BatchResponse {
+            message: format!("Created {} {kind} successfully", ids.len()),
+            count: ids.len(),
+            ids,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct EventResponse {
     pub id: i64,

@@ -132,16 +132,8 @@ pub async fn post_events_batch(
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().events;
     check_batch(&state, items.len())?;
-    let stored = if items.is_empty() {
-        vec![]
-    } else {
-        store_events(&state, &req, items).await?
-    };
-    Ok(HttpResponse::Ok().json(BatchResponse {
-        message: format!("Created {} events successfully", stored.len()),
-        count: stored.len(),
-        ids: stored.iter().map(|e| e.id).collect(),
-    }))
+    let stored = store_events(&state, &req, items).await?;
+    Ok(HttpResponse::Ok().json(BatchResponse::new("events", stored.iter().map(|e| e.id))))
 }
 
 /// Record a metric.
@@ -179,16 +171,8 @@ pub async fn post_metrics_batch(
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().metrics;
     check_batch(&state, items.len())?;
-    let stored = if items.is_empty() {
-        vec![]
-    } else {
-        store_metrics(&state, items).await?
-    };
-    Ok(HttpResponse::Ok().json(BatchResponse {
-        message: format!("Created {} metrics successfully", stored.len()),
-        count: stored.len(),
-        ids: stored.iter().map(|m| m.id).collect(),
-    }))
+    let stored = store_metrics(&state, items).await?;
+    Ok(HttpResponse::Ok().json(BatchResponse::new("metrics", stored.iter().map(|m| m.id))))
 }
 
 /// Metrics, newest first, with keyset pagination.
