@@ -13,6 +13,7 @@ mod m20250103_000001_analytics_ingest;
 mod m20250104_000001_usage_rollups;
 mod m20250105_000001_analytics_rollups;
 mod m20250106_000001_hourly_rollups;
+mod m20250107_000001_incremental_usage;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250104_000001_usage_rollups::Migration),
             Box::new(m20250105_000001_analytics_rollups::Migration),
             Box::new(m20250106_000001_hourly_rollups::Migration),
+            Box::new(m20250107_000001_incremental_usage::Migration),
         ]
     }
 }

@@ -12,8 +12,8 @@ fn limits(state: &AppState) -> Limits {
     let now = super::ingest::now();
     Limits {
         json_max_bytes: state.settings.analytics_json_max_bytes,
-        // One day inside the horizon: a late row never lands in a day that
-        // retention is part-way through deleting (rollups recompute whole days).
+        // One day inside the horizon: an accepted row is not deleted by the
+        // next retention run before reads and rollups have seen it.
         oldest: now
             - chrono::Duration::days(i64::from(
                 state.settings.analytics_retention_days.max(2) - 1,

@@ -11,6 +11,8 @@ pub struct Model {
     pub last_duration_ms: i64,
     pub last_rows: i64,
     pub last_error: Option<String>,
+    /// Rollup: id ranges seen missing, as JSON `[[lo, hi, first_seen_unix], …]`.
+    pub gaps: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,8 @@ pub struct Model {
     pub created_at: DateTime,
     pub updated_at: DateTime,
     pub cost_nano_usd: i64,
+    /// Pico-dollars beyond `cost_nano_usd` (-500..=500), so sums stay exact.
+    pub cost_pico_rem: i16,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

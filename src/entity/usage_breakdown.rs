@@ -14,6 +14,8 @@ pub struct Model {
     pub api_calls_count: i64,
     pub tokens_used: i64,
     pub cost_nano_usd: i64,
+    /// Pico-dollars beyond `cost_nano_usd` (-500..=500), so sums stay exact.
+    pub cost_pico_rem: i16,
     pub updated_at: DateTime,
 }
 

@@ -24,8 +24,6 @@ pub const RETENTION: &str = "retention";
 /// scheduled run and a manual one never overlap in one process.
 pub struct JobsContext {
     pub prices: pricing::PriceTable,
-    /// The watermark a rollup last rescanned with no new rows (see rollup.rs).
-    rollup_rescanned: std::sync::atomic::AtomicI64,
     rollup_lock: Mutex<()>,
     retention_lock: Mutex<()>,
 }
@@ -34,7 +32,6 @@ impl JobsContext {
     pub fn new(prices: pricing::PriceTable) -> Self {
         JobsContext {
             prices,
-            rollup_rescanned: std::sync::atomic::AtomicI64::new(i64::MIN),
             rollup_lock: Mutex::new(()),
             retention_lock: Mutex::new(()),
         }
@@ -47,7 +44,7 @@ pub struct JobReport {
     pub job: &'static str,
     /// False when another replica held the lock; nothing was done here.
     pub ran: bool,
-    /// Buckets recomputed (rollup) or rows deleted (retention).
+    /// Usage rows written (rollup) or rows deleted (retention).
     pub rows: i64,
     pub duration_ms: i64,
     /// Highest metric id folded into the usage tables (rollup).
@@ -144,13 +141,7 @@ fn observe(report: &Result<JobReport, anyhow::Error>, job: &'static str) {
 pub async fn run_rollup(state: &AppState) -> anyhow::Result<JobReport> {
     let _guard = state.jobs.rollup_lock.lock().await;
     let started = Instant::now();
-    let result = rollup::run_once(
-        &state.db,
-        &state.jobs.prices,
-        &state.jobs.rollup_rescanned,
-        started,
-    )
-    .await;
+    let result = rollup::run_once(&state.db, &state.jobs.prices, started).await;
     if let Err(e) = &result {
         let _ = record(&state.db, ROLLUP, started, 0, None, Some(e.to_string())).await;
     }

@@ -89,6 +89,19 @@ pub fn pico_to_nano(pico: i128) -> i64 {
     n.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
+/// Splits pico-dollars into rounded nano-dollars and the pico remainder
+/// (-500..=500), which together keep a stored sum exact.
+pub fn split_pico(pico: i128) -> (i64, i16) {
+    let nano = pico_to_nano(pico);
+    let rem = pico - i128::from(nano) * PICO_PER_NANO;
+    (nano, rem.clamp(-500, 500) as i16)
+}
+
+/// The exact pico-dollars of a stored (nano, remainder) pair.
+pub fn join_pico(nano: i64, rem: i16) -> i128 {
+    i128::from(nano) * PICO_PER_NANO + i128::from(rem)
+}
+
 pub fn nano_to_dollars(nano: i64) -> f64 {
     nano as f64 / 1e9
 }
@@ -144,5 +157,10 @@ mod tests {
         assert_eq!(nano_to_dollars(pico_to_nano(total)), 100.0);
         assert_eq!(pico_to_nano(1_499), 1);
         assert_eq!(pico_to_nano(1_500), 2);
+        for pico in [0, 1_499, 1_500, -1_500, -1, 123_456_789_012_345] {
+            let (nano, rem) = split_pico(pico);
+            assert_eq!(join_pico(nano, rem), pico);
+            assert_eq!(nano, pico_to_nano(pico));
+        }
     }
 }

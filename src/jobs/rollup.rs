@@ -2,34 +2,42 @@
 //! per-service/per-model breakdown from metrics named `api_calls`,
 //! `tokens_used` and `cost_usd`.
 //!
-//! Incremental: metrics with an id above the watermark name the (user, day)
-//! buckets to recompute. Each touched bucket is recomputed whole from the raw
-//! rows, so late data lands in the right day and running again changes
-//! nothing. Output and watermark commit in one transaction. Ids just below
-//! the watermark are rescanned (`RESCAN`), so rows whose transaction
-//! committed after a higher id's (another replica's writer) are not missed.
+//! Incremental: each run reads only metrics it has not counted yet (ids above
+//! the watermark) and adds their sums to the stored rows, so its cost follows
+//! the new rows, not the size of the buckets they land in. Money is summed in
+//! pico-dollars (nano plus a stored remainder), so adding stays exact. Output
+//! and watermark commit in one transaction, so running again changes nothing.
+//!
+//! Ids are allocated before commit, so a writer on another replica can commit
+//! ids below ones already seen. The ranges missing below the watermark are
+//! kept as gaps and read again on each run until their rows appear (counted
+//! then, once) or `GAP_TTL_SECS` passes (the transaction that held them
+//! rolled back).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{Datelike, NaiveDate, NaiveDateTime};
+use futures_util::StreamExt;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
 use std::time::Instant;
 
-use futures_util::StreamExt;
-
-use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
-use sea_orm::sea_query::{Expr, Func};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QuerySelect, Set,
+use super::pricing::{
+    PriceTable, TokenType, dollars_to_pico, join_pico, nano_to_dollars, split_pico,
 };
-
-use super::pricing::{PriceTable, TokenType, dollars_to_pico, pico_to_nano};
 use super::{JobReport, ROLLUP, record, try_advisory_lock};
-use crate::analytics::queries::Interval;
 use crate::entity::{jobs, metrics, usage, usage_breakdown};
 
 pub const SOURCES: [&str; 3] = ["api_calls", "tokens_used", "cost_usd"];
-const RESCAN: i64 = 10_000;
+/// A writer's transaction still open after this long has failed.
+const GAP_TTL_SECS: i64 = 600;
+/// Gaps kept at most (the newest); more would mean ids are being burnt.
+const MAX_GAPS: usize = 1000;
 const USERS_PER_QUERY: usize = 500;
+const ROWS_PER_UPSERT: usize = 1000;
 
 /// Totals of one bucket, or of one (service, model) slice of it.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +62,28 @@ struct Bucket {
     total: Totals,
     slices: BTreeMap<Slice, Totals>,
 }
+
+impl Bucket {
+    fn add(&mut self, slice: &Slice, t: &Totals) {
+        self.total.add(t);
+        match self.slices.get_mut(slice) {
+            Some(s) => s.add(t),
+            None => {
+                self.slices.insert(slice.clone(), *t);
+            }
+        }
+    }
+
+    fn merge(&mut self, o: &Bucket) {
+        self.total.add(&o.total);
+        for (slice, t) in &o.slices {
+            self.slices.entry(slice.clone()).or_default().add(t);
+        }
+    }
+}
+
+/// An id range seen missing below the watermark: `(lo, hi, first_seen_unix)`.
+type Gap = (i64, i64, i64);
 
 /// What one metric contributes.
 fn contribution(prices: &PriceTable, m: &MetricRow) -> Totals {
@@ -88,12 +118,67 @@ fn contribution(prices: &PriceTable, m: &MetricRow) -> Totals {
 
 #[derive(Debug, sea_orm::FromQueryResult)]
 struct MetricRow {
-    user_id: i32,
+    id: i64,
+    user_id: Option<i32>,
     metric_name: String,
     metric_value: f64,
     labels: serde_json::Value,
     service_name: Option<String>,
     timestamp: NaiveDateTime,
+}
+
+/// Every metric in range (not only usage sources): the gaps are found
+/// among all ids.
+fn select_rows() -> sea_orm::Select<metrics::Entity> {
+    metrics::Entity::find().select_only().columns([
+        metrics::Column::Id,
+        metrics::Column::UserId,
+        metrics::Column::MetricName,
+        metrics::Column::MetricValue,
+        metrics::Column::Labels,
+        metrics::Column::ServiceName,
+        metrics::Column::Timestamp,
+    ])
+}
+
+/// Adds a metric to its (user, day) bucket.
+fn tally(days: &mut HashMap<(i32, NaiveDate), Bucket>, prices: &PriceTable, m: &MetricRow) {
+    let Some(user) = m.user_id else { return };
+    if !SOURCES.contains(&m.metric_name.as_str()) {
+        return;
+    }
+    let slice = (
+        m.service_name.clone().unwrap_or_default(),
+        m.labels
+            .get("model")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .chars()
+            .take(100)
+            .collect(),
+    );
+    days.entry((user, m.timestamp.date()))
+        .or_default()
+        .add(&slice, &contribution(prices, m));
+}
+
+/// What is left of `gaps` once the (sorted) ids in `found` have appeared.
+fn fill(gaps: &[Gap], found: &[i64]) -> Vec<Gap> {
+    let mut out = Vec::new();
+    for &(lo, hi, seen) in gaps {
+        let mut start = lo;
+        let first = found.partition_point(|&id| id < lo);
+        for &id in found[first..].iter().take_while(|&&id| id <= hi) {
+            if id > start {
+                out.push((start, id - 1, seen));
+            }
+            start = id + 1;
+        }
+        if start <= hi {
+            out.push((start, hi, seen));
+        }
+    }
+    out
 }
 
 fn day_start(d: NaiveDate) -> NaiveDateTime {
@@ -104,19 +189,9 @@ fn month_start(d: NaiveDate) -> NaiveDate {
     d.with_day(1).expect("day one exists")
 }
 
-fn next_month(d: NaiveDate) -> NaiveDate {
-    let (y, m) = if d.month() == 12 {
-        (d.year() + 1, 1)
-    } else {
-        (d.year(), d.month() + 1)
-    };
-    NaiveDate::from_ymd_opt(y, m, 1).expect("valid month")
-}
-
 pub async fn run_once(
     db: &DatabaseConnection,
     prices: &PriceTable,
-    rescanned: &AtomicI64,
     started: Instant,
 ) -> anyhow::Result<JobReport> {
     let txn = crate::db::begin_write(db).await?;
@@ -130,254 +205,195 @@ pub async fn run_once(
             watermark: None,
         });
     }
-    let watermark = jobs::Entity::find_by_id(ROLLUP.to_string())
+    let job = jobs::Entity::find_by_id(ROLLUP.to_string())
         .one(&txn)
-        .await?
-        .map_or(0, |j| j.watermark);
-    let max_id: Option<i64> = metrics::Entity::find()
-        .select_only()
-        .column_as(Expr::from(Func::max(Expr::col(metrics::Column::Id))), "m")
-        .into_tuple::<Option<i64>>()
-        .one(&txn)
-        .await?
-        .flatten();
-    let Some(max_id) = max_id else {
-        record(&txn, ROLLUP, started, 0, Some(watermark), None).await?;
-        txn.commit().await?;
-        return Ok(report(started, 0, watermark));
-    };
-    // With nothing new, one more run rescans (a straggler may have committed
-    // since); after that an idle system costs nothing.
-    if max_id <= watermark && rescanned.load(Ordering::Relaxed) == watermark {
-        record(&txn, ROLLUP, started, 0, Some(watermark), None).await?;
-        txn.commit().await?;
-        return Ok(report(started, 0, watermark));
-    }
-    let from_id = (watermark - RESCAN).max(0);
-
-    // The (user, day) buckets that new or recent rows touch.
-    let day_sql = Interval::Day.sql_expr(txn.get_database_backend());
-    let touched: Vec<(i32, String)> = metrics::Entity::find()
-        .select_only()
-        .column(metrics::Column::UserId)
-        .column_as(Expr::cust(day_sql), "day")
-        .filter(metrics::Column::Id.gt(from_id))
-        .filter(metrics::Column::Id.lte(max_id))
-        .filter(metrics::Column::UserId.is_not_null())
-        .filter(metrics::Column::MetricName.is_in(SOURCES))
-        .distinct()
-        .into_tuple()
-        .all(&txn)
         .await?;
-    let mut by_day: BTreeMap<NaiveDate, BTreeSet<i32>> = BTreeMap::new();
-    for (user, day) in touched {
-        if let Ok(d) = NaiveDate::parse_from_str(&day[..10.min(day.len())], "%Y-%m-%d") {
-            by_day.entry(d).or_default().insert(user);
+    let watermark = job.as_ref().map_or(0, |j| j.watermark);
+    let stored_gaps: Vec<Gap> = job
+        .and_then(|j| j.gaps)
+        .and_then(|g| serde_json::from_str(&g).ok())
+        .unwrap_or_default();
+    let now = chrono::Utc::now().timestamp();
+    let open: Vec<Gap> = stored_gaps
+        .iter()
+        .copied()
+        .filter(|g| now - g.2 < GAP_TTL_SECS)
+        .collect();
+
+    let mut days: HashMap<(i32, NaiveDate), Bucket> = HashMap::new();
+    // Rows committed into earlier gaps since the last run. The gap ranges
+    // and the new rows are disjoint, so each query may see its own snapshot.
+    let mut found = Vec::new();
+    if !open.is_empty() {
+        let cond = open.iter().fold(Condition::any(), |c, &(lo, hi, _)| {
+            c.add(metrics::Column::Id.between(lo, hi))
+        });
+        let mut rows = select_rows()
+            .filter(cond)
+            .into_model::<MetricRow>()
+            .stream(&txn)
+            .await?;
+        while let Some(m) = rows.next().await {
+            let m = m?;
+            found.push(m.id);
+            tally(&mut days, prices, &m);
         }
     }
+    found.sort_unstable();
+    let mut gaps = fill(&open, &found);
 
-    let mut changed = 0i64;
-    let mut months: BTreeSet<(i32, NaiveDate)> = BTreeSet::new();
-    for (day, users) in &by_day {
-        let users: Vec<i32> = users.iter().copied().collect();
-        for chunk in users.chunks(USERS_PER_QUERY) {
-            let buckets = compute_day(&txn, prices, *day, chunk).await?;
-            for &user in chunk {
-                let bucket = buckets.get(&user).map_or_else(Bucket::default, |b| Bucket {
-                    total: b.total,
-                    slices: b.slices.clone(),
-                });
-                changed += store(&txn, user, "daily", day_start(*day), &bucket).await?;
-                months.insert((user, month_start(*day)));
+    // New rows, streamed in id order (a busy day holds millions; only the
+    // sums stay in memory), so the ids missing among them show.
+    let mut next = watermark + 1;
+    {
+        let mut rows = select_rows()
+            .filter(metrics::Column::Id.gt(watermark))
+            .order_by_asc(metrics::Column::Id)
+            .into_model::<MetricRow>()
+            .stream(&txn)
+            .await?;
+        while let Some(m) = rows.next().await {
+            let m = m?;
+            if m.id > next {
+                gaps.push((next, m.id - 1, now));
             }
+            next = m.id + 1;
+            tally(&mut days, prices, &m);
         }
     }
-    for (user, month) in months {
-        let bucket = compute_month(&txn, user, month).await?;
-        changed += store(&txn, user, "monthly", day_start(month), &bucket).await?;
+    let new_watermark = next - 1;
+    if gaps.len() > MAX_GAPS {
+        gaps.drain(..gaps.len() - MAX_GAPS);
     }
-    record(&txn, ROLLUP, started, changed, Some(max_id), None).await?;
-    txn.commit().await?;
-    rescanned.store(
-        if max_id <= watermark {
-            max_id
-        } else {
-            i64::MIN
-        },
-        Ordering::Relaxed,
-    );
-    Ok(report(started, changed, max_id))
-}
 
-fn report(started: Instant, rows: i64, watermark: i64) -> JobReport {
-    JobReport {
+    // A month moves by the sum of its days' moves.
+    let mut periods: BTreeMap<(&str, NaiveDate), BTreeMap<i32, Bucket>> = BTreeMap::new();
+    for ((user, day), bucket) in days {
+        periods
+            .entry(("monthly", month_start(day)))
+            .or_default()
+            .entry(user)
+            .or_default()
+            .merge(&bucket);
+        periods
+            .entry(("daily", day))
+            .or_default()
+            .insert(user, bucket);
+    }
+    // Before the first run nothing was counted into stored rows (an adopted
+    // table may hold others'), so they are replaced rather than added to.
+    let fresh = watermark == 0;
+    let mut changed = 0;
+    for ((period, date), users) in &periods {
+        let ids: Vec<i32> = users.keys().copied().collect();
+        for chunk in ids.chunks(USERS_PER_QUERY) {
+            changed += store(&txn, period, day_start(*date), chunk, users, fresh).await?;
+        }
+    }
+    record(&txn, ROLLUP, started, changed, Some(new_watermark), None).await?;
+    if gaps != stored_gaps {
+        let text = (!gaps.is_empty()).then(|| serde_json::to_string(&gaps).expect("ints"));
+        jobs::Entity::update_many()
+            .col_expr(jobs::Column::Gaps, sea_orm::sea_query::Expr::value(text))
+            .filter(jobs::Column::Name.eq(ROLLUP))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    Ok(JobReport {
         job: ROLLUP,
         ran: true,
-        rows,
+        rows: changed,
         duration_ms: started.elapsed().as_millis() as i64,
-        watermark: Some(watermark),
+        watermark: Some(new_watermark),
+    })
+}
+
+/// The value a row should hold after adding `delta`, or `None` when it
+/// stays as stored (or, absent, would be all zero).
+fn next_value(stored: Option<Totals>, delta: &Totals, fresh: bool) -> Option<Totals> {
+    let mut new = if fresh {
+        Totals::default()
+    } else {
+        stored.unwrap_or_default()
+    };
+    new.add(delta);
+    match stored {
+        Some(old) if old == new => None,
+        None if new == Totals::default() => None,
+        _ => Some(new),
     }
 }
 
-async fn compute_day(
-    txn: &DatabaseTransaction,
-    prices: &PriceTable,
-    day: NaiveDate,
-    users: &[i32],
-) -> anyhow::Result<HashMap<i32, Bucket>> {
-    let start = day_start(day);
-    // Streamed: a busy day holds millions of rows; only the sums stay in memory.
-    let mut rows = metrics::Entity::find()
-        .select_only()
-        .columns([
-            metrics::Column::UserId,
-            metrics::Column::MetricName,
-            metrics::Column::MetricValue,
-            metrics::Column::Labels,
-            metrics::Column::ServiceName,
-            metrics::Column::Timestamp,
-        ])
-        .filter(metrics::Column::Timestamp.gte(start))
-        .filter(metrics::Column::Timestamp.lt(start + Duration::days(1)))
-        .filter(metrics::Column::UserId.is_in(users.iter().copied()))
-        .filter(metrics::Column::MetricName.is_in(SOURCES))
-        .into_model::<MetricRow>()
-        .stream(txn)
-        .await?;
-    let mut out: HashMap<i32, Bucket> = HashMap::new();
-    while let Some(m) = rows.next().await {
-        let m = m?;
-        let t = contribution(prices, &m);
-        let bucket = out.entry(m.user_id).or_default();
-        bucket.total.add(&t);
-        let slice = (
-            m.service_name.clone().unwrap_or_default(),
-            m.labels
-                .get("model")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .chars()
-                .take(100)
-                .collect(),
-        );
-        bucket.slices.entry(slice).or_default().add(&t);
-    }
-    Ok(out)
-}
-
-/// A month is the sum of its daily rows (which retention never deletes).
-async fn compute_month(
-    txn: &DatabaseTransaction,
-    user: i32,
-    month: NaiveDate,
-) -> anyhow::Result<Bucket> {
-    let (from, to) = (day_start(month), day_start(next_month(month)));
-    let mut bucket = Bucket::default();
-    for row in usage_breakdown::Entity::find()
-        .filter(usage_breakdown::Column::UserId.eq(user))
-        .filter(usage_breakdown::Column::PeriodType.eq("daily"))
-        .filter(usage_breakdown::Column::Date.gte(from))
-        .filter(usage_breakdown::Column::Date.lt(to))
-        .all(txn)
-        .await?
-    {
-        let t = Totals {
-            calls: row.api_calls_count,
-            tokens: row.tokens_used,
-            pico: i128::from(row.cost_nano_usd) * 1000,
-        };
-        bucket.total.add(&t);
-        bucket
-            .slices
-            .entry((row.service_name, row.model))
-            .or_default()
-            .add(&t);
-    }
-    Ok(bucket)
-}
-
-/// Writes a bucket where it differs from what is stored; answers how many
-/// rows changed (0 on a rerun with no new data).
+/// Adds the buckets of `users` for one (period, date) to the stored rows;
+/// answers how many rows it wrote.
 async fn store(
     txn: &DatabaseTransaction,
-    user: i32,
     period: &str,
     date: NaiveDateTime,
-    bucket: &Bucket,
+    users: &[i32],
+    deltas: &BTreeMap<i32, Bucket>,
+    fresh: bool,
 ) -> anyhow::Result<i64> {
     let now = crate::analytics::ingest::now();
-    let mut changed = 0;
-    let nano = pico_to_nano(bucket.total.pico);
-    let existing = usage::Entity::find()
-        .filter(usage::Column::UserId.eq(user))
+    let totals: HashMap<i32, Totals> = usage::Entity::find()
         .filter(usage::Column::PeriodType.eq(period))
         .filter(usage::Column::Date.eq(date))
-        .one(txn)
-        .await?;
-    let empty = bucket.total == Totals::default();
-    match existing {
-        Some(row)
-            if row.api_calls_count == bucket.total.calls
-                && row.tokens_used == bucket.total.tokens
-                && row.cost_nano_usd == nano => {}
-        Some(row) => {
-            let mut am: usage::ActiveModel = row.into();
-            am.api_calls_count = Set(bucket.total.calls);
-            am.tokens_used = Set(bucket.total.tokens);
-            am.cost_nano_usd = Set(nano);
-            am.cost_usd = Set(super::pricing::nano_to_dollars(nano));
-            am.updated_at = Set(now);
-            am.update(txn).await?;
-            changed += 1;
-        }
-        None if empty => {}
-        None => {
-            usage::ActiveModel {
+        .filter(usage::Column::UserId.is_in(users.iter().copied()))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let t = Totals {
+                calls: r.api_calls_count,
+                tokens: r.tokens_used,
+                pico: join_pico(r.cost_nano_usd, r.cost_pico_rem),
+            };
+            (r.user_id, t)
+        })
+        .collect();
+    let slices: HashMap<(i32, Slice), Totals> = usage_breakdown::Entity::find()
+        .filter(usage_breakdown::Column::PeriodType.eq(period))
+        .filter(usage_breakdown::Column::Date.eq(date))
+        .filter(usage_breakdown::Column::UserId.is_in(users.iter().copied()))
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let t = Totals {
+                calls: r.api_calls_count,
+                tokens: r.tokens_used,
+                pico: join_pico(r.cost_nano_usd, r.cost_pico_rem),
+            };
+            ((r.user_id, (r.service_name, r.model)), t)
+        })
+        .collect();
+
+    let mut rows = Vec::new();
+    let mut parts = Vec::new();
+    for &user in users {
+        let delta = &deltas[&user];
+        if let Some(t) = next_value(totals.get(&user).copied(), &delta.total, fresh) {
+            let (nano, rem) = split_pico(t.pico);
+            rows.push(usage::ActiveModel {
                 user_id: Set(user),
-                api_calls_count: Set(bucket.total.calls),
-                tokens_used: Set(bucket.total.tokens),
-                cost_usd: Set(super::pricing::nano_to_dollars(nano)),
+                api_calls_count: Set(t.calls),
+                tokens_used: Set(t.tokens),
+                cost_usd: Set(nano_to_dollars(nano)),
                 cost_nano_usd: Set(nano),
+                cost_pico_rem: Set(rem),
                 date: Set(date),
                 period_type: Set(period.to_string()),
                 created_at: Set(now),
                 updated_at: Set(now),
                 ..Default::default()
-            }
-            .insert(txn)
-            .await?;
-            changed += 1;
+            });
         }
-    }
-
-    let stored = usage_breakdown::Entity::find()
-        .filter(usage_breakdown::Column::UserId.eq(user))
-        .filter(usage_breakdown::Column::PeriodType.eq(period))
-        .filter(usage_breakdown::Column::Date.eq(date))
-        .all(txn)
-        .await?;
-    let mut stored: HashMap<Slice, usage_breakdown::Model> = stored
-        .into_iter()
-        .map(|r| ((r.service_name.clone(), r.model.clone()), r))
-        .collect();
-    for (slice, t) in &bucket.slices {
-        let nano = pico_to_nano(t.pico);
-        match stored.remove(slice) {
-            Some(r)
-                if r.api_calls_count == t.calls
-                    && r.tokens_used == t.tokens
-                    && r.cost_nano_usd == nano => {}
-            Some(r) => {
-                let mut am: usage_breakdown::ActiveModel = r.into();
-                am.api_calls_count = Set(t.calls);
-                am.tokens_used = Set(t.tokens);
-                am.cost_nano_usd = Set(nano);
-                am.updated_at = Set(now);
-                am.update(txn).await?;
-                changed += 1;
-            }
-            None => {
-                usage_breakdown::ActiveModel {
+        for (slice, d) in &delta.slices {
+            let stored = slices.get(&(user, slice.clone())).copied();
+            if let Some(t) = next_value(stored, d, fresh) {
+                let (nano, rem) = split_pico(t.pico);
+                parts.push(usage_breakdown::ActiveModel {
                     user_id: Set(user),
                     period_type: Set(period.to_string()),
                     date: Set(date),
@@ -386,20 +402,48 @@ async fn store(
                     api_calls_count: Set(t.calls),
                     tokens_used: Set(t.tokens),
                     cost_nano_usd: Set(nano),
+                    cost_pico_rem: Set(rem),
                     updated_at: Set(now),
                     ..Default::default()
-                }
-                .insert(txn)
-                .await?;
-                changed += 1;
+                });
             }
         }
     }
-    for (_, gone) in stored {
-        usage_breakdown::Entity::delete_by_id(gone.id)
-            .exec(txn)
+    let changed = (rows.len() + parts.len()) as i64;
+    if !rows.is_empty() {
+        use usage::Column as C;
+        usage::Entity::insert_many(rows)
+            .on_conflict(
+                OnConflict::columns([C::UserId, C::PeriodType, C::Date])
+                    .update_columns([
+                        C::ApiCallsCount,
+                        C::TokensUsed,
+                        C::CostUsd,
+                        C::CostNanoUsd,
+                        C::CostPicoRem,
+                        C::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
             .await?;
-        changed += 1;
+    }
+    for chunk in parts.chunks(ROWS_PER_UPSERT) {
+        use usage_breakdown::Column as C;
+        usage_breakdown::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns([C::UserId, C::PeriodType, C::Date, C::ServiceName, C::Model])
+                    .update_columns([
+                        C::ApiCallsCount,
+                        C::TokensUsed,
+                        C::CostNanoUsd,
+                        C::CostPicoRem,
+                        C::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
     }
     Ok(changed)
 }
@@ -409,12 +453,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn months_roll_over_years() {
+    fn months_start_on_day_one() {
         let d = NaiveDate::from_ymd_opt(2025, 12, 31).unwrap();
         assert_eq!(
             month_start(d),
             NaiveDate::from_ymd_opt(2025, 12, 1).unwrap()
         );
-        assert_eq!(next_month(d), NaiveDate::from_ymd_opt(2026, 1, 1).unwrap());
+    }
+
+    #[test]
+    fn gaps_shrink_as_their_rows_appear() {
+        let gaps = [(10, 19, 7), (30, 30, 8)];
+        assert_eq!(fill(&gaps, &[]), gaps.to_vec());
+        assert_eq!(
+            fill(&gaps, &[5, 10, 14, 15, 19, 30, 40]),
+            vec![(11, 13, 7), (16, 18, 7)]
+        );
+        assert_eq!(
+            fill(&gaps, &(10..=19).collect::<Vec<_>>()),
+            vec![(30, 30, 8)]
+        );
+    }
+
+    #[test]
+    fn a_row_changes_only_when_its_value_does() {
+        let one = Totals {
+            calls: 1,
+            tokens: 2,
+            pico: 3,
+        };
+        let zero = Totals::default();
+        assert_eq!(next_value(None, &zero, false), None);
+        assert_eq!(next_value(Some(one), &zero, false), None);
+        let two = Totals {
+            calls: 2,
+            tokens: 4,
+            pico: 6,
+        };
+        assert_eq!(next_value(Some(one), &one, false), Some(two));
+        // The first run replaces what it finds.
+        assert_eq!(next_value(Some(two), &one, true), Some(one));
+        assert_eq!(next_value(Some(one), &one, true), None);
     }
 }

@@ -443,3 +443,63 @@ async fn retention_removes_exactly_the_rows_past_the_horizon() {
     assert_eq!(jobs[0]["last_error"], Value::Null);
     assert!(jobs[1]["lag_seconds"].as_i64().unwrap() >= 0);
 }
+
+/// A writer on another replica can commit ids below ones the rollup has
+/// already passed; they are counted when they appear, and only once.
+#[tokio::test]
+async fn rows_committed_below_the_watermark_are_counted_once() {
+    let app = spawn_app().await;
+    let a = register(&app, "late@example.com", "password123").await;
+    let ua = a["user"]["id"].as_i64().unwrap();
+    let now = Utc::now().to_rfc3339();
+    post_metrics(
+        &app,
+        vec![
+            json!({"metric_name": "api_calls", "metric_value": 1, "user_id": ua, "timestamp": now}),
+        ],
+    )
+    .await;
+    let first = rollup(&app).await;
+    let base = first["watermark"].as_i64().unwrap();
+    let backend = app.db.get_database_backend();
+    let insert = |id: i64, calls: i64| {
+        let ts = Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S");
+        app.db.execute_raw(Statement::from_string(
+            backend,
+            format!(
+                "INSERT INTO platform_analytics_metrics (id, metric_name, metric_value, metric_type, labels, timestamp, user_id) \
+                 VALUES ({id}, 'api_calls', {calls}, 'counter', '{{}}', '{ts}', {ua})"
+            ),
+        ))
+    };
+    // Ids base+1..base+9 are still held by an open transaction elsewhere.
+    insert(base + 10, 5).await.unwrap();
+    let r = rollup(&app).await;
+    assert_eq!(r["watermark"], base + 10, "{r}");
+    // Two of them commit late; the rest never do.
+    insert(base + 3, 7).await.unwrap();
+    insert(base + 4, 100).await.unwrap();
+    let r = rollup(&app).await;
+    assert_eq!(r["watermark"], base + 10, "{r}");
+    assert_eq!(r["rows"], 4, "the day, the month and their breakdowns: {r}");
+    let again = rollup(&app).await;
+    assert_eq!(again["rows"], 0, "{again}");
+
+    let usage = |period: &'static str| {
+        let app = &app;
+        async move {
+            json(
+                app.get(&format!(
+                    "/analytics/usage/{ua}?period_type={period}&days=1"
+                ))
+                .send()
+                .await
+                .unwrap(),
+            )
+            .await
+            .1
+        }
+    };
+    assert_eq!(usage("daily").await[0]["api_calls_count"], 113);
+    assert_eq!(usage("monthly").await[0]["api_calls_count"], 113);
+}
