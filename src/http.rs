@@ -1,8 +1,15 @@
 //! Extractor settings: body limits and `{"detail": …}` for every malformed input.
 
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::Payload;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, web};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 use crate::error::json_error;
 
@@ -58,6 +65,70 @@ fn form_error_handler(err: UrlencodedError, _req: &HttpRequest) -> actix_web::Er
             format!("Invalid form body: {other}"),
         ),
     }
+}
+
+/// A JSON body that must be an object. `web::Json` alone lets serde read a
+/// struct from an array (`["a@b.c", "pw"]`), which no client means.
+/// Limits, content type and errors are `web::Json`'s (see `extractors`).
+#[derive(Debug)]
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let raw = web::Json::<Box<RawValue>>::from_request(req, payload);
+        Box::pin(async move {
+            let raw = raw.await?.into_inner();
+            if !raw.get().starts_with('{') {
+                return Err(reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid JSON body: expected an object".into(),
+                ));
+            }
+            serde_json::from_str(raw.get()).map(Json).map_err(|e| {
+                reject(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!("Invalid JSON body: {e}"),
+                )
+            })
+        })
+    }
+}
+
+/// Refuses a NUL character anywhere in the URL: text columns cannot hold one,
+/// so it would otherwise fail deep in a query rather than as bad input.
+pub async fn refuse_nul(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let uri = req.uri();
+    let raw = uri.path_and_query().map_or("", |pq| pq.as_str());
+    if raw.contains("%00") {
+        let (http_req, _) = req.into_parts();
+        return Ok(ServiceResponse::new(
+            http_req,
+            json_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "NUL characters (%00) are not allowed in the URL",
+            ),
+        ));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }
 
 /// Registers extractor configs on the app.

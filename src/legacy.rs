@@ -21,7 +21,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// `/login` → `/auth/login`, `/events` → `/analytics/events`, …
-fn successor(path: &str) -> String {
+pub(crate) fn successor(path: &str) -> String {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     match first {
         "register" | "login" | "verify" | "profile" => format!("/auth{path}"),
@@ -58,7 +58,7 @@ async fn deprecated(
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<RegisterRequest>,
+    body: crate::http::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth::register(state, req, body).await
 }
@@ -71,7 +71,7 @@ pub async fn register(
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: crate::http::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth::login(state, req, body).await
 }
@@ -103,7 +103,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 pub async fn put_profile(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: web::Json<ProfileUpdate>,
+    body: crate::http::Json<ProfileUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     auth::put_profile(state, user, body).await
 }
@@ -116,7 +116,7 @@ pub async fn put_profile(
 pub async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<EventIn>,
+    body: crate::http::Json<EventIn>,
 ) -> Result<HttpResponse, ApiError> {
     analytics::post_event(state, req, body).await
 }

@@ -165,7 +165,7 @@ impl ApiKeys {
 /// Paths that need no key: probes, docs and public key material. The OAuth2
 /// token endpoint checks the key itself, because Swagger UI sends it as the
 /// client secret rather than as a header.
-fn is_exempt(path: &str) -> bool {
+pub(crate) fn is_exempt(path: &str) -> bool {
     path == "/"
         || path == "/auth/token"
         || path == "/health"

@@ -1,9 +1,13 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
+use std::collections::HashMap;
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes,
     SecurityScheme,
 };
+
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder, Responses};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -58,7 +62,7 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::legacy::get_costs,
     ),
     components(schemas(crate::error::ErrorBody)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     security(("api_key" = [])),
     tags(
         (name = "health", description = "Probes for orchestrators and humans"),
@@ -100,6 +104,73 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// Answers every handler can give besides its own: the API-key guard's 401,
+/// the extractors' 413 and 422. Legacy aliases document exactly what their
+/// successor does, since they run the same handler.
+struct CommonResponses;
+
+fn operations(item: &mut PathItem) -> [(usize, &mut Option<Operation>); 5] {
+    [
+        (0, &mut item.get),
+        (1, &mut item.put),
+        (2, &mut item.post),
+        (3, &mut item.delete),
+        (4, &mut item.patch),
+    ]
+}
+
+fn error(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+        )
+        .build()
+        .into()
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut answers: HashMap<(String, usize), Responses> = HashMap::new();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                if let Some(op) = op {
+                    answers.insert((path.clone(), method), op.responses.clone());
+                }
+            }
+        }
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                let Some(op) = op else { continue };
+                let legacy = op.tags.iter().flatten().any(|t| t == "legacy");
+                if legacy && let Some(r) = answers.get(&(crate::legacy::successor(path), method)) {
+                    op.responses = r.clone();
+                }
+                let responses = &mut op.responses.responses;
+                if !crate::middleware::is_exempt(path) {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        error("Missing or invalid API key, or an invalid bearer token")
+                    });
+                }
+                if op.request_body.is_some() {
+                    responses
+                        .entry("413".into())
+                        .or_insert_with(|| error("Body over the size limit"));
+                    responses
+                        .entry("422".into())
+                        .or_insert_with(|| error("Malformed or invalid body"));
+                }
+                if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                    responses
+                        .entry("422".into())
+                        .or_insert_with(|| error("Invalid parameters"));
+                }
+            }
+        }
     }
 }
 

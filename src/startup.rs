@@ -95,6 +95,7 @@ impl Application {
                 .route("/docs", web::get().to(redirect_to_docs))
                 .route("/", web::get().to(redirect_to_docs))
                 .default_service(web::to(not_found))
+                .wrap(from_fn(crate::http::refuse_nul))
                 .wrap(from_fn(require_api_key))
                 .wrap(cors(cors_origins.as_deref()))
                 .wrap(from_fn(observe))

@@ -32,7 +32,7 @@ pub struct EventIn {
 pub struct MetricIn {
     #[schema(example = "api_calls", max_length = 100)]
     pub metric_name: String,
-    #[schema(example = 1.0)]
+    #[schema(example = 1.0, minimum = -1e15, maximum = 1e15)]
     pub metric_value: f64,
     /// counter (default), gauge or histogram.
     pub metric_type: Option<String>,
@@ -367,12 +367,16 @@ impl EventIn {
     }
 }
 
+pub const MAX_METRIC_VALUE: f64 = 1e15;
+
 impl MetricIn {
     pub fn validate(self, limits: &Limits) -> Result<metrics::Model, ApiError> {
         text("metric_name", &self.metric_name, 100, true)?;
-        if !self.metric_value.is_finite() {
+        // Bounded so that sums over billions of rows (rollup buckets, usage)
+        // stay finite: one huge value would poison its bucket for good.
+        if !self.metric_value.is_finite() || self.metric_value.abs() > MAX_METRIC_VALUE {
             return Err(ApiError::unprocessable(
-                "metric_value must be a finite number",
+                "metric_value must be a finite number within ±1e15",
             ));
         }
         let metric_type = self.metric_type.unwrap_or_else(|| "counter".into());

@@ -108,7 +108,7 @@ async fn store_metrics(
 pub async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<EventIn>,
+    body: crate::http::Json<EventIn>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = store_events(&state, &req, vec![body.into_inner()]).await?;
     Ok(HttpResponse::Ok().json(EventResponse::from(&stored[0])))
@@ -128,7 +128,7 @@ pub async fn post_event(
 pub async fn post_events_batch(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<EventBatch>,
+    body: crate::http::Json<EventBatch>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().events;
     check_batch(&state, items.len())?;
@@ -148,7 +148,7 @@ pub async fn post_events_batch(
 )]
 pub async fn post_metric(
     state: web::Data<AppState>,
-    body: web::Json<MetricIn>,
+    body: crate::http::Json<MetricIn>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = store_metrics(&state, vec![body.into_inner()]).await?;
     Ok(HttpResponse::Ok().json(MetricResponse::from(&stored[0])))
@@ -167,7 +167,7 @@ pub async fn post_metric(
 )]
 pub async fn post_metrics_batch(
     state: web::Data<AppState>,
-    body: web::Json<MetricBatch>,
+    body: crate::http::Json<MetricBatch>,
 ) -> Result<HttpResponse, ApiError> {
     let items = body.into_inner().metrics;
     check_batch(&state, items.len())?;

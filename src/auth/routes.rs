@@ -40,7 +40,7 @@ fn client_info(state: &AppState, req: &HttpRequest) -> ClientInfo {
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<RegisterRequest>,
+    body: crate::http::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user = service::create_user(
@@ -114,7 +114,7 @@ async fn password_login(
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: web::Json<LoginRequest>,
+    body: crate::http::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = password_login(&state, &req, &body.email, &body.password).await?;
     Ok(HttpResponse::Ok().json(tokens))
@@ -170,7 +170,7 @@ pub async fn token(
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: crate::http::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let tokens = service::refresh(&state, &body.refresh_token).await?;
     Ok(HttpResponse::Ok()
@@ -191,7 +191,7 @@ pub async fn refresh(
 pub async fn logout(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: Option<web::Json<LogoutRequest>>,
+    body: Option<crate::http::Json<LogoutRequest>>,
 ) -> Result<HttpResponse, ApiError> {
     let refresh = body.and_then(|b| b.into_inner().refresh_token);
     service::logout(&state, &user.0, refresh.as_deref()).await?;
@@ -259,7 +259,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 pub async fn put_profile(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: web::Json<ProfileUpdate>,
+    body: crate::http::Json<ProfileUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let updated =
@@ -345,7 +345,7 @@ pub async fn patch_user(
     state: web::Data<AppState>,
     admin: Admin,
     id: web::Path<i32>,
-    body: web::Json<AdminUserUpdate>,
+    body: crate::http::Json<AdminUserUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let user =

@@ -48,10 +48,11 @@ pub struct Totals {
 }
 
 impl Totals {
+    // Saturating: a counter pinned at its limit beats a wrapped one.
     fn add(&mut self, o: &Totals) {
-        self.calls += o.calls;
-        self.tokens += o.tokens;
-        self.pico += o.pico;
+        self.calls = self.calls.saturating_add(o.calls);
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.pico = self.pico.saturating_add(o.pico);
     }
 }
 

@@ -175,6 +175,40 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(expect_error(resp, 405).await, "Method Not Allowed");
 }
 
+/// Found by the spec fuzzer (.ci/fuzz.sh): serde reads a struct from an
+/// array, and a NUL in the URL reached Postgres as a 500.
+#[tokio::test]
+async fn bodies_must_be_objects_and_urls_free_of_nul() {
+    let app = spawn_app().await;
+    let resp = app
+        .post("/auth/register")
+        .header("Content-Type", "application/json")
+        .body(r#"["array@example.com", "password123"]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(resp, 422).await,
+        "Invalid JSON body: expected an object"
+    );
+    let resp = app
+        .post("/auth/login")
+        .json(&serde_json::json!({"email": "array@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "nothing was registered");
+    let resp = app
+        .get("/analytics/events/timeseries?hours=2&event_type=a%00b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(resp, 422).await,
+        "NUL characters (%00) are not allowed in the URL"
+    );
+}
+
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
