@@ -4,7 +4,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::Payload;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError, UrlencodedError};
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
@@ -107,6 +107,29 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 )
             })
         })
+    }
+}
+
+/// An optional JSON object body: absent (no bytes) is `None`; present, it
+/// must be valid. `Option<Json<T>>` would turn a malformed body into `None`.
+#[derive(Debug)]
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for MaybeJson<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let headers = req.headers();
+        let empty = match headers.get(header::CONTENT_LENGTH) {
+            Some(len) => len.as_bytes() == b"0",
+            None => !headers.contains_key(header::TRANSFER_ENCODING),
+        };
+        if empty {
+            return Box::pin(std::future::ready(Ok(MaybeJson(None))));
+        }
+        let body = Json::<T>::from_request(req, payload);
+        Box::pin(async move { Ok(MaybeJson(Some(body.await?.0))) })
     }
 }
 

@@ -191,9 +191,9 @@ pub async fn refresh(
 pub async fn logout(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: Option<crate::http::Json<LogoutRequest>>,
+    body: crate::http::MaybeJson<LogoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let refresh = body.and_then(|b| b.into_inner().refresh_token);
+    let refresh = body.0.and_then(|b| b.refresh_token);
     service::logout(&state, &user.0, refresh.as_deref()).await?;
     Ok(HttpResponse::Ok().json(MessageResponse {
         message: "Logged out successfully".into(),

@@ -600,6 +600,17 @@ async fn logout_ends_the_session_at_once() {
     );
     expect_error(refresh(&app, r0).await, 401).await;
     assert_eq!(verify(&app, other_access).await.status(), 200);
+    // A malformed body is refused (found by the spec fuzzer), not read as
+    // "no refresh token", and ends nothing.
+    let resp = app
+        .post("/auth/logout")
+        .bearer_auth(other_access)
+        .json(&json!({"refresh_token": 5}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 422).await;
+    assert_eq!(verify(&app, other_access).await.status(), 200);
     // Logout with the other session's refresh token ends that one too.
     let (_, third) = json(login(&app, "ada@example.com", "password123").await).await;
     let resp = app
