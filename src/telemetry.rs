@@ -139,6 +139,20 @@ fn describe_metrics() {
     );
 }
 
+/// Drains recorded histogram samples into their buckets every few seconds.
+/// The recorder otherwise keeps every sample until a scrape: a server nobody
+/// scrapes grew by about 1 MiB a minute under load (found by the soak).
+pub async fn upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let handle = prometheus();
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => handle.run_upkeep(),
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// Serves `GET /metrics` on the admin port, apart from the API port where
 /// `GET /metrics` is the original's legacy alias.
 pub fn metrics_server(

@@ -203,6 +203,13 @@ async fn bodies_must_be_objects_and_urls_free_of_nul() {
         .send()
         .await
         .unwrap();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("cache-control", "no-store"),
+    ] {
+        assert_eq!(resp.headers()[name], value, "{name}");
+    }
     assert_eq!(
         expect_error(resp, 422).await,
         "NUL characters (%00) are not allowed in the URL"
