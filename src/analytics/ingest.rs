@@ -2,6 +2,12 @@
 //! takes everything waiting, inserts it with multi-row statements in one
 //! transaction, commits, and only then answers each request with its ids.
 //! A request's rows are stored all or nothing; a success answer means committed.
+//!
+//! Further writers (`INGEST_WRITERS`) help only while a backlog of at least
+//! `HELPER_BACKLOG` rows waits: large batches then insert in parallel, while
+//! a stream of small requests stays in one writer's larger groups (measured
+//! with single events: 21k/s with one writer, 17–19k/s with two, 16k/s with
+//! three, as groups shrank and commits multiplied).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +18,7 @@ use sea_orm::{
     QueryFilter,
 };
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
@@ -20,6 +27,9 @@ use crate::error::ApiError;
 
 /// Rows per INSERT statement: far below Postgres' 65,535 bind parameters.
 const ROWS_PER_STATEMENT: usize = 1000;
+const HELPER_BACKLOG: usize = ROWS_PER_STATEMENT;
+/// How often an idle helper looks at the backlog.
+const HELPER_POLL: Duration = Duration::from_millis(2);
 
 pub fn now() -> NaiveDateTime {
     micros(chrono::Utc::now())
@@ -65,6 +75,13 @@ struct Job {
 pub struct IngestHandle {
     tx: mpsc::Sender<Job>,
     wait: Duration,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The queue the writers share, with the rows it holds.
+struct Queue {
+    rx: Mutex<mpsc::Receiver<Job>>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl IngestHandle {
@@ -92,6 +109,7 @@ impl IngestHandle {
                 retry_after: 1,
             });
         }
+        self.queued.fetch_add(n, Ordering::Relaxed);
         ::metrics::gauge!("ingest_queue_depth").increment(n as f64);
         match tokio::time::timeout(self.wait + Duration::from_secs(1), rx).await {
             Ok(Ok(reply)) => reply,
@@ -128,28 +146,62 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> Writer {
     let (tx, rx) = mpsc::channel(capacity);
-    let rx = Arc::new(Mutex::new(rx));
+    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(Queue {
+        rx: Mutex::new(rx),
+        queued: queued.clone(),
+    });
     let tasks = (0..writers.max(1))
-        .map(|_| tokio::spawn(run(db.clone(), rx.clone(), max_rows, shutdown.clone())))
+        .map(|i| {
+            tokio::spawn(run(
+                db.clone(),
+                queue.clone(),
+                max_rows,
+                i > 0,
+                shutdown.clone(),
+            ))
+        })
         .collect();
     Writer {
-        handle: IngestHandle { tx, wait },
+        handle: IngestHandle { tx, wait, queued },
         tasks,
     }
 }
 
 async fn run(
     db: DatabaseConnection,
-    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    queue: Arc<Queue>,
     max_rows: usize,
+    helper: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        if helper {
+            // Helpers leave draining at shutdown to the first writer.
+            if *shutdown.borrow() {
+                break;
+            }
+            if queue.queued.load(Ordering::Relaxed) < HELPER_BACKLOG {
+                tokio::select! {
+                    _ = tokio::time::sleep(HELPER_POLL) => {}
+                    _ = wait_for_stop(&mut shutdown) => {}
+                }
+                continue;
+            }
+        }
         // One writer gathers a group at a time; it commits after letting go.
-        let mut rx = queue.lock().await;
-        let next = tokio::select! {
-            job = rx.recv() => job,
-            _ = wait_for_stop(&mut shutdown) => None,
+        let mut rx = queue.rx.lock().await;
+        let next = if helper {
+            // The backlog may have gone to another writer meanwhile.
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(_) => continue,
+            }
+        } else {
+            tokio::select! {
+                job = rx.recv() => job,
+                _ = wait_for_stop(&mut shutdown) => None,
+            }
         };
         let Some(first) = next else {
             rx.close();
@@ -178,6 +230,7 @@ async fn run(
             }
         }
         drop(rx);
+        queue.queued.fetch_sub(rows, Ordering::Relaxed);
         process(&db, jobs).await;
     }
     tracing::info!("ingest writer stopped");
@@ -406,6 +459,7 @@ mod tests {
         let handle = IngestHandle {
             tx,
             wait: Duration::from_millis(200),
+            queued: Arc::default(),
         };
         let first = {
             let h = handle.clone();
