@@ -175,6 +175,16 @@ def load_rows(db_url, events, metrics, users):
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
 
 
+def settle(db_url):
+    """Lets the write scenarios' aftermath finish before a CPU-bound one: the
+    rollup of their rows, then Postgres' vacuum, analyze and checkpoint
+    (autovacuum would otherwise start on the bulk inserts mid-scenario)."""
+    http("POST", "/analytics/jobs/rollup", {}, timeout=600)
+    for sql in ("VACUUM ANALYZE", "CHECKPOINT"):
+        subprocess.run(["psql", "-q", db_url, "-c", sql], check=True)
+    time.sleep(2)
+
+
 def probe(seconds):
     """Sequential GET /health/live at about 100 per second; prints JSON."""
     lat, errors, end = [], 0, time.time() + seconds
@@ -241,6 +251,7 @@ def main():
         run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
             unit="metrics/s", scale=1000)
 
+        settle(db_url)
         # Logins while /health/live is probed at a modest rate beside them
         # (an unthrottled prober would take the CPU the logins need).
         login_body = {"email": email, "password": "bench-password"}
