@@ -2,6 +2,7 @@
 # Benchmarks: builds the release binary, starts a throwaway PostgreSQL (with
 # fsync on: acknowledged means durable) and Redis on loopback, runs the
 # scenarios with wrk. Pass --quick for a few seconds per scenario.
+# BENCH_DRIVER picks another driver in .ci/ (soak.sh runs soak.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PG_PORT=${PG_PORT:-55532}
@@ -14,4 +15,4 @@ trap stop_services EXIT
 cargo build --release --quiet
 start_postgres
 start_redis
-BENCH_DATABASE_URL="$TEST_DATABASE_URL" BENCH_REDIS_URL="$TEST_REDIS_URL" python3 .ci/bench.py "$@"
+BENCH_DATABASE_URL="$TEST_DATABASE_URL" BENCH_REDIS_URL="$TEST_REDIS_URL" python3 ".ci/${BENCH_DRIVER:-bench.py}" "$@"

@@ -34,8 +34,12 @@ use crate::entity::{jobs, metrics, usage, usage_breakdown};
 pub const SOURCES: [&str; 3] = ["api_calls", "tokens_used", "cost_usd"];
 /// A writer's transaction still open after this long has failed.
 const GAP_TTL_SECS: i64 = 600;
-/// Gaps kept at most (the newest); more would mean ids are being burnt.
-const MAX_GAPS: usize = 1000;
+/// Gaps kept at most (the newest). Concurrent multi-row inserts interleave
+/// their ids one by one, so one uncommitted group can leave thousands of
+/// single-id gaps.
+const MAX_GAPS: usize = 100_000;
+/// Gap ranges per query (two bound values each).
+const GAPS_PER_QUERY: usize = 500;
 const USERS_PER_QUERY: usize = 500;
 const ROWS_PER_UPSERT: usize = 1000;
 
@@ -48,6 +52,15 @@ pub struct Totals {
 }
 
 impl Totals {
+    /// What a stored usage or breakdown row holds.
+    fn stored(calls: i64, tokens: i64, nano: i64, rem: i16) -> Self {
+        Totals {
+            calls,
+            tokens,
+            pico: join_pico(nano, rem),
+        }
+    }
+
     // Saturating: a counter pinned at its limit beats a wrapped one.
     fn add(&mut self, o: &Totals) {
         self.calls = self.calls.saturating_add(o.calls);
@@ -225,8 +238,8 @@ pub async fn run_once(
     // Rows committed into earlier gaps since the last run. The gap ranges
     // and the new rows are disjoint, so each query may see its own snapshot.
     let mut found = Vec::new();
-    if !open.is_empty() {
-        let cond = open.iter().fold(Condition::any(), |c, &(lo, hi, _)| {
+    for chunk in open.chunks(GAPS_PER_QUERY) {
+        let cond = chunk.iter().fold(Condition::any(), |c, &(lo, hi, _)| {
             c.add(metrics::Column::Id.between(lo, hi))
         });
         let mut rows = select_rows()
@@ -345,11 +358,12 @@ async fn store(
         .await?
         .into_iter()
         .map(|r| {
-            let t = Totals {
-                calls: r.api_calls_count,
-                tokens: r.tokens_used,
-                pico: join_pico(r.cost_nano_usd, r.cost_pico_rem),
-            };
+            let t = Totals::stored(
+                r.api_calls_count,
+                r.tokens_used,
+                r.cost_nano_usd,
+                r.cost_pico_rem,
+            );
             (r.user_id, t)
         })
         .collect();
@@ -361,11 +375,12 @@ async fn store(
         .await?
         .into_iter()
         .map(|r| {
-            let t = Totals {
-                calls: r.api_calls_count,
-                tokens: r.tokens_used,
-                pico: join_pico(r.cost_nano_usd, r.cost_pico_rem),
-            };
+            let t = Totals::stored(
+                r.api_calls_count,
+                r.tokens_used,
+                r.cost_nano_usd,
+                r.cost_pico_rem,
+            );
             ((r.user_id, (r.service_name, r.model)), t)
         })
         .collect();

@@ -503,3 +503,47 @@ async fn rows_committed_below_the_watermark_are_counted_once() {
     assert_eq!(usage("daily").await[0]["api_calls_count"], 113);
     assert_eq!(usage("monthly").await[0]["api_calls_count"], 113);
 }
+
+/// Concurrent multi-row inserts interleave their ids one by one: a group
+/// committed late fills more than a thousand single-id gaps at once.
+#[tokio::test]
+async fn interleaved_ids_committed_late_are_all_counted() {
+    let app = spawn_app().await;
+    let a = register(&app, "interleaved@example.com", "password123").await;
+    let ua = a["user"]["id"].as_i64().unwrap();
+    let base = rollup(&app).await["watermark"].as_i64().unwrap();
+    let backend = app.db.get_database_backend();
+    let ts = Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S");
+    let insert = |ids: Vec<i64>| {
+        let values: Vec<String> = ids
+            .iter()
+            .map(|id| format!("({id}, 'api_calls', 1, 'counter', '{{}}', '{ts}', {ua})"))
+            .collect();
+        app.db.execute_raw(Statement::from_string(
+            backend,
+            format!(
+                "INSERT INTO platform_analytics_metrics (id, metric_name, metric_value, metric_type, labels, timestamp, user_id) VALUES {}",
+                values.join(", ")
+            ),
+        ))
+    };
+    // Writer A's even ids commit; writer B's odd ones are still open.
+    insert((1..=1200).map(|i| base + 2 * i).collect())
+        .await
+        .unwrap();
+    let r = rollup(&app).await;
+    assert_eq!(r["watermark"], base + 2400, "{r}");
+    insert((0..1200).map(|i| base + 1 + 2 * i).collect())
+        .await
+        .unwrap();
+    rollup(&app).await;
+    assert_eq!(rollup(&app).await["rows"], 0);
+    let (_, rows) = json(
+        app.get(&format!("/analytics/usage/{ua}?days=1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(rows[0]["api_calls_count"], 2400, "{rows}");
+}
