@@ -219,7 +219,7 @@ def main():
     try:
         time.sleep(1)
         idle = rss_kib(proc.pid)
-        reg = http("POST", "/auth/register", {"email": f"bench{time.time_ns()}@example.com", "password": "bench-password"})
+        reg = http("POST", "/auth/register", {"email": f"bench{time.time_ns()}@example.com", "password": "bench-Quartz-4417-violin"})
         token = reg["access_token"]
         email = reg["user"]["email"]
         uid = reg["user"]["id"]
@@ -254,7 +254,7 @@ def main():
         settle(db_url)
         # Logins while /health/live is probed at a modest rate beside them
         # (an unthrottled prober would take the CPU the logins need).
-        login_body = {"email": email, "password": "bench-password"}
+        login_body = {"email": email, "password": "bench-Quartz-4417-violin"}
         # Twice as long: at half a second per login, the requests cut off at
         # the end of a short run are a visible share of the count.
         prober = subprocess.Popen([sys.executable, __file__, "--probe", str(2 * secs)], stdout=subprocess.PIPE,

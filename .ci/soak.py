@@ -70,7 +70,7 @@ def main():
     rows = []
     try:
         reg = bench.http("POST", "/auth/register", {"email": f"soak{time.time_ns()}@example.com",
-                                                    "password": "soak-password"})
+                                                    "password": "soak-Marmot-2093-cello"})
         script = mixed_script(reg["access_token"], reg["user"]["id"])
         stop = threading.Event()
         logins = {"ok": 0, "errors": 0}
@@ -78,7 +78,7 @@ def main():
         def log_in():
             while not stop.wait(2):
                 try:
-                    bench.http("POST", "/auth/login", {"email": reg["user"]["email"], "password": "soak-password"})
+                    bench.http("POST", "/auth/login", {"email": reg["user"]["email"], "password": "soak-Marmot-2093-cello"})
                     logins["ok"] += 1
                 except Exception:
                     logins["errors"] += 1

@@ -72,6 +72,7 @@ pub struct Settings {
     pub trusted_proxies: String,
 
     pub password_min_length: usize,
+    pub password_reject_guessable: bool,
     pub password_hash_rounds: u32,
     pub password_hash_concurrency: usize,
 

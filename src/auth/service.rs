@@ -164,9 +164,22 @@ pub async fn create_user(
     role: &str,
 ) -> Result<users::Model, ApiError> {
     let email = normalize_email(email)?;
-    super::password::check_new_password(password, state.settings.password_min_length)?;
     let first_name = check_name("first_name", &first_name)?;
     let last_name = check_name("last_name", &last_name)?;
+    let context: Vec<&str> = [
+        Some(email.as_str()),
+        first_name.as_deref(),
+        last_name.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    super::password::check_new_password(
+        password,
+        state.settings.password_min_length,
+        state.settings.password_reject_guessable,
+        &context,
+    )?;
     if find_by_email(state, &email).await?.is_some() {
         return Err(ApiError::Conflict("Email already registered".into()));
     }

@@ -121,6 +121,32 @@ async fn register_answers_tokens_and_the_user() {
 }
 
 #[tokio::test]
+async fn guessable_passwords_are_refused_where_configured() {
+    let app = spawn_app_with(&[("PASSWORD_REJECT_GUESSABLE", "true")]).await;
+    for (email, password) in [
+        ("weak@example.com", "password1234"),
+        ("zarathustra@example.com", "Zarathustra1844"),
+    ] {
+        let resp = app
+            .post("/auth/register")
+            .json(&json!({"email": email, "password": password, "first_name": "Zarathustra"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            expect_error(resp, 400).await.contains("too easy to guess"),
+            "{password}"
+        );
+        assert_eq!(
+            login(&app, email, password).await.status(),
+            401,
+            "not stored"
+        );
+    }
+    register(&app, "strong@example.com", "violin-marmot-44-quartz").await;
+}
+
+#[tokio::test]
 async fn register_rejects_bad_input_without_storing() {
     let app = spawn_app().await;
     register(&app, "taken@example.com", "password123").await;
