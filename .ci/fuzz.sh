@@ -25,7 +25,12 @@ start_redis
 scratch=$(mktemp -d)
 server=
 cleanup() {
+  status=$?
   [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+  if [ "$status" != 0 ] || [ -n "${FUZZ_SHOW_ERRORS:-}" ]; then
+    echo "server errors:" >&2
+    grep -E 'ERROR|panicked' -A4 "$scratch/server.log" | head -80 >&2 || true
+  fi
   stop_services
 }
 trap cleanup EXIT
