@@ -38,7 +38,10 @@ start_postgres() {
   mkdir -p "$SERVICES_DIR/pg"
   [ "$(id -u)" = 0 ] && chown -R postgres "$SERVICES_DIR"
   chmod 755 "$SERVICES_DIR"
-  as_pg "$bin/initdb" -D "$SERVICES_DIR/pg" -U postgres -A trust --no-sync >/dev/null
+  # UTF8 whatever the caller's locale: without LANG, initdb picks SQL_ASCII,
+  # where varchar(100) counts bytes and 100 emoji no longer fit (the fuzzer
+  # found it in CI's bare environment).
+  as_pg "$bin/initdb" -D "$SERVICES_DIR/pg" -U postgres -A trust --no-sync -E UTF8 --locale=C >/dev/null
   as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/pg" -l "$SERVICES_DIR/pg.log" -w \
     -o "-p $PG_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 ${PG_EXTRA_OPTS:--c fsync=off}" start >/dev/null
   export TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"

@@ -97,6 +97,17 @@ async fn a_metric_is_stored_with_its_defaults() {
     assert_eq!(list["metrics"][0], m);
 }
 
+/// Limits count characters, as a UTF8 database does (found by the fuzzer
+/// when CI's Postgres had been created as SQL_ASCII, counting bytes).
+#[tokio::test]
+async fn length_limits_count_characters() {
+    let app = spawn_app().await;
+    let wide = "\u{1D413}".repeat(100);
+    let (status, body) = post(&app, "/analytics/events", json!({"event_type": wide})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["event_type"], wide);
+}
+
 #[tokio::test]
 async fn bad_input_is_422_and_stores_nothing() {
     let app = spawn_app().await;
