@@ -4,7 +4,10 @@
 
 PG_PORT=${PG_PORT:-55432}
 REDIS_PORT=${REDIS_PORT:-56379}
-SERVICES_DIR=${SERVICES_DIR:-$(mktemp -d /tmp/platform-services.XXXXXX)}
+if [ -z "${SERVICES_DIR:-}" ]; then
+  SERVICES_DIR=$(mktemp -d /tmp/platform-services.XXXXXX)
+  SERVICES_DIR_OWNED=1
+fi
 
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
@@ -75,7 +78,13 @@ stop_redis() {
   [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
 }
 
+# Also removes the data directory this script made (a benchmark's Postgres
+# holds gigabytes); one passed in through SERVICES_DIR is left alone.
 stop_services() {
   stop_postgres
   stop_redis
+  if [ -n "${SERVICES_DIR_OWNED:-}" ]; then
+    sleep 0.2
+    rm -rf "$SERVICES_DIR"
+  fi
 }
