@@ -78,10 +78,18 @@ pub struct IngestHandle {
     queued: Arc<AtomicUsize>,
 }
 
-/// The queue the writers share, with the rows it holds.
+/// The queue the writers share, with the rows it holds (which the
+/// `ingest_queue_depth` gauge shows).
 struct Queue {
     rx: Mutex<mpsc::Receiver<Job>>,
     queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    fn taken(&self, rows: usize) {
+        let depth = self.queued.fetch_sub(rows, Ordering::Relaxed) - rows;
+        ::metrics::gauge!("ingest_queue_depth").set(depth as f64);
+    }
 }
 
 impl IngestHandle {
@@ -102,15 +110,17 @@ impl IngestHandle {
             deadline: Instant::now() + self.wait,
             reply,
         };
+        // Counted before it is queued: a writer may take it at once.
+        let depth = self.queued.fetch_add(n, Ordering::Relaxed) + n;
         if self.tx.try_send(job).is_err() {
+            self.queued.fetch_sub(n, Ordering::Relaxed);
             ::metrics::counter!("ingest_rejected_total", "reason" => "queue_full").increment(1);
             return Err(ApiError::Unavailable {
                 detail: "Ingestion queue is full; retry shortly".into(),
                 retry_after: 1,
             });
         }
-        self.queued.fetch_add(n, Ordering::Relaxed);
-        ::metrics::gauge!("ingest_queue_depth").increment(n as f64);
+        ::metrics::gauge!("ingest_queue_depth").set(depth as f64);
         match tokio::time::timeout(self.wait + Duration::from_secs(1), rx).await {
             Ok(Ok(reply)) => reply,
             // The writer answers every job it takes; a dropped reply or a
@@ -208,6 +218,7 @@ async fn run(
             // Everything already queued is still written.
             let mut rest = Vec::new();
             while let Ok(job) = rx.try_recv() {
+                queue.taken(job.rows.len());
                 rest.push(job);
             }
             if !rest.is_empty() {
@@ -230,7 +241,7 @@ async fn run(
             }
         }
         drop(rx);
-        queue.queued.fetch_sub(rows, Ordering::Relaxed);
+        queue.taken(rows);
         process(&db, jobs).await;
     }
     tracing::info!("ingest writer stopped");
@@ -264,7 +275,6 @@ fn chunk_jobs(jobs: Vec<Job>, max_rows: usize) -> Vec<Vec<Job>> {
 /// commit per job, so one bad request cannot fail its neighbours.
 async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
     let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
-    ::metrics::gauge!("ingest_queue_depth").decrement(rows as f64);
     let mut backoff = Duration::from_millis(50);
     loop {
         let start = Instant::now();
