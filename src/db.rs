@@ -4,18 +4,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx;
 use sea_orm::{
     ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    RuntimeErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
+use secrecy::ExposeSecret;
 
-use crate::config::Settings;
+use crate::config::DatabaseSettings;
 
-pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> {
-    let url = match settings.database_url()? {
-        Some(url) => url,
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
+    let url = match &settings.url {
+        Some(url) => url.expose_secret().to_string(),
         None => {
-            let path = settings.sqlite_path();
+            let path = &settings.sqlite_path;
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)
                     .with_context(|| format!("creating database folder {}", dir.display()))?;
@@ -25,10 +27,10 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<DatabaseConnection> 
     };
     let sqlite = url.starts_with("sqlite:");
     let mut opts = ConnectOptions::new(url);
-    opts.max_connections(settings.database_max_connections)
+    opts.max_connections(settings.max_connections)
         .min_connections(if sqlite { 1 } else { 2 })
-        .connect_timeout(Duration::from_secs(settings.database_acquire_timeout))
-        .acquire_timeout(Duration::from_secs(settings.database_acquire_timeout))
+        .connect_timeout(settings.acquire_timeout)
+        .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
         .sqlx_logging(false);
     if sqlite {
@@ -96,18 +98,54 @@ pub fn backend_name(db: &DatabaseConnection) -> &'static str {
     }
 }
 
-/// Errors that mean "the database is unreachable", answered 503 rather than 500.
+/// Errors that mean "the database is unreachable" (answered 503, retried
+/// by the ingest writer), told apart by the driver's error kinds.
 pub fn is_connection_error(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        other => {
-            let text = other.to_string();
-            text.contains("Connection refused")
-                || text.contains("connection closed")
-                || text.contains("PoolTimedOut")
-                || text.contains("pool timed out")
-                || text.contains("terminating connection")
-                || text.contains("the database system is")
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            is_sqlx_connection_error(e)
         }
+        _ => false,
+    }
+}
+
+fn is_sqlx_connection_error(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE class 08 (connection exception) and 57P01–57P05 (the
+        // server shutting down, starting up, or ending the session).
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn exec(e: sqlx::Error) -> DbErr {
+        DbErr::Exec(RuntimeErr::SqlxError(Arc::new(e)))
+    }
+
+    #[test]
+    fn connection_errors_are_told_by_kind_not_text() {
+        assert!(is_connection_error(&exec(sqlx::Error::PoolTimedOut)));
+        assert!(is_connection_error(&exec(sqlx::Error::Io(
+            std::io::ErrorKind::ConnectionRefused.into()
+        ))));
+        // Text that merely mentions a connection is not one.
+        assert!(!is_connection_error(&DbErr::Custom(
+            "Connection refused".into()
+        )));
+        assert!(!is_connection_error(&exec(sqlx::Error::RowNotFound)));
     }
 }

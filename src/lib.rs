@@ -1,4 +1,8 @@
 //! platform-server: authentication and usage analytics in one binary.
+//!
+//! Layers, each using only those below it: `http` (the edge) and `startup`;
+//! the services `auth`, `analytics` and `jobs`; storage (`entity`, `db`);
+//! infrastructure (`config`, `cache`, `telemetry`, `time`).
 
 pub mod analytics;
 pub mod auth;
@@ -7,14 +11,8 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod entity;
-pub mod error;
-pub mod health;
 pub mod http;
 pub mod jobs;
-pub mod legacy;
-pub mod middleware;
-pub mod net;
-pub mod openapi;
 pub mod startup;
-pub mod state;
 pub mod telemetry;
+pub mod time;

@@ -10,7 +10,7 @@ use platform_server::startup::Application;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
-        print!("{}", platform_server::openapi::yaml());
+        print!("{}", platform_server::http::openapi::yaml());
         return ExitCode::SUCCESS;
     }
     let settings = match Settings::load() {
@@ -45,12 +45,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings);
+    platform_server::telemetry::init_tracing(&settings.log);
     let app = Application::build(settings.clone()).await?;
-    let host = if settings.bind_address == "0.0.0.0" {
-        "localhost"
+    let host = if settings.http.bind_address.is_unspecified() {
+        "localhost".to_string()
     } else {
-        settings.bind_address.as_str()
+        settings.http.bind_address.to_string()
     };
     let port = app.port();
     let db = platform_server::db::backend_name(&app.state().db);
@@ -65,13 +65,13 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     if let Some(p) = app.metrics_port() {
         println!("  Prometheus:  http://{host}:{p}/metrics");
     }
-    match (app.generated_api_key(), settings.require_api_key) {
+    match (app.generated_api_key(), settings.api_keys.required) {
         (Some(key), _) => {
             println!("  API key:     {key}  (generated for this run; set API_KEY to fix it)")
         }
         (None, true) => println!(
             "  API key:     from API_KEY/API_KEYS ({} configured)",
-            settings.api_key_list().len()
+            settings.api_keys.keys.len()
         ),
         (None, false) => println!("  API key:     not required (REQUIRE_API_KEY=false)"),
     }
@@ -80,8 +80,8 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings);
-    let db = platform_server::db::connect(&settings).await?;
+    platform_server::telemetry::init_tracing(&settings.log);
+    let db = platform_server::db::connect(&settings.database).await?;
     match action {
         MigrateAction::Up { steps } => Migrator::up(&db, steps).await?,
         MigrateAction::Down { steps } => Migrator::down(&db, Some(steps)).await?,
@@ -99,13 +99,14 @@ async fn create_admin(
     email: &str,
     password: &str,
 ) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings);
+    platform_server::telemetry::init_tracing(&settings.log);
     // The bootstrap settings would create a second admin here; this command is explicit.
-    settings.admin_email.clear();
-    settings.admin_password.clear();
-    settings.metrics_enabled = false;
+    settings.auth.admin = None;
+    settings.http.metrics_enabled = false;
     let (state, background) = platform_server::startup::build_state(settings).await?;
-    let user = platform_server::auth::service::ensure_admin(&state, email, password)
+    let user = state
+        .auth
+        .ensure_admin(email, password)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("admin: id {} <{}>", user.id, user.email);
@@ -114,7 +115,8 @@ async fn create_admin(
 }
 
 async fn healthcheck(settings: &Settings, url: Option<String>) -> anyhow::Result<ExitCode> {
-    let url = url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health/ready", settings.port));
+    let url =
+        url.unwrap_or_else(|| format!("http://127.0.0.1:{}/health/ready", settings.http.port));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;

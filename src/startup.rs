@@ -13,10 +13,27 @@ use anyhow::Context;
 use rand::Rng;
 use utoipa_swagger_ui::SwaggerUi;
 
+use secrecy::ExposeSecret;
+
 use crate::config::{RunEnvironment, Settings};
-use crate::error::json_error;
-use crate::middleware::{ApiKeys, observe, require_api_key};
-use crate::state::{AppState, Background};
+use crate::http::middleware::{ApiKeys, observe, require_api_key};
+use crate::http::{AppState, json_error};
+
+/// Tasks that outlive requests (the ingest writers, jobs). Stopped after the
+/// HTTP server, so requests still waiting for a commit get their answer.
+pub struct Background {
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Background {
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
 
 pub struct Application {
     port: u16,
@@ -32,10 +49,10 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (state, mut background) = build_state(settings).await?;
         let settings = state.settings.clone();
-        let jobs = crate::jobs::start(state.clone(), background.shutdown.subscribe());
+        let jobs = state.jobs.start(&background.shutdown.subscribe());
         background.tasks.extend(jobs);
         background.tasks.push(tokio::spawn(flush_revocations(
-            state.clone(),
+            state.auth.clone(),
             background.shutdown.subscribe(),
         )));
         background.tasks.push(tokio::spawn(crate::telemetry::upkeep(
@@ -44,35 +61,37 @@ impl Application {
         // The dummy hash that equalises login timing, computed off the start path.
         let hasher = state.auth.hasher.clone();
         tokio::spawn(async move { hasher.warm_up().await });
-        let mut keys = settings.api_key_list();
-        let mut generated_api_key = None;
-        if keys.is_empty()
-            && settings.require_api_key
-            && settings.run_environment() == RunEnvironment::Development
-        {
-            let key = generate_key();
-            keys.push(key.clone());
-            generated_api_key = Some(key);
-        }
-        let api_keys = web::Data::new(ApiKeys::new(&keys, settings.require_api_key));
+        let http = &settings.http;
+        let keys = &settings.api_keys;
+        let generated_api_key = (keys.keys.is_empty()
+            && keys.required
+            && settings.environment == RunEnvironment::Development)
+            .then(generate_key);
+        let api_keys = web::Data::new(ApiKeys::new(
+            keys.keys
+                .iter()
+                .map(|k| k.expose_secret())
+                .chain(generated_api_key.as_deref()),
+            keys.required,
+        ));
 
-        let listener = TcpListener::bind((settings.bind_address.as_str(), settings.port))
-            .with_context(|| format!("binding {}:{}", settings.bind_address, settings.port))?;
+        let listener = TcpListener::bind((http.bind_address, http.port))
+            .with_context(|| format!("binding {}:{}", http.bind_address, http.port))?;
         let port = listener.local_addr()?.port();
 
-        let (metrics_server, metrics_port) = if settings.metrics_enabled {
-            let l = TcpListener::bind((settings.bind_address.as_str(), settings.metrics_port))
-                .with_context(|| {
+        let (metrics_server, metrics_port) = if http.metrics_enabled {
+            let l =
+                TcpListener::bind((http.bind_address, http.metrics_port)).with_context(|| {
                     format!(
                         "binding METRICS_PORT {}:{}",
-                        settings.bind_address, settings.metrics_port
+                        http.bind_address, http.metrics_port
                     )
                 })?;
             let p = l.local_addr()?.port();
-            let server = crate::telemetry::metrics_server(
+            let server = crate::http::admin::metrics_server(
                 l,
                 state.db.clone(),
-                settings.database_max_connections,
+                settings.database.max_connections,
             )?;
             (Some(server), Some(p))
         } else {
@@ -80,34 +99,35 @@ impl Application {
         };
 
         let data = web::Data::new(state.clone());
-        let openapi = crate::openapi::document();
-        let cors_origins = settings.cors_origins()?;
-        let body_limit = settings.json_body_limit;
+        let openapi = crate::http::openapi::document();
+        let cors_origins = http.cors_origins.clone();
+        let body_limit = http.body_limit;
 
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(api_keys.clone())
-                .configure(crate::http::extractors(body_limit))
-                .configure(crate::health::routes)
-                .configure(crate::auth::routes::routes)
-                .configure(crate::analytics::routes::routes)
-                .configure(crate::analytics::usage::routes)
-                .configure(crate::legacy::routes)
+                .configure(crate::http::body::extractors(body_limit))
+                .configure(crate::http::health::routes)
+                .configure(crate::http::auth::routes::routes)
+                .configure(crate::http::analytics::routes::routes)
+                .configure(crate::http::analytics::usage::routes)
+                .configure(crate::http::jobs::routes)
+                .configure(crate::http::legacy::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .route("/docs", web::get().to(redirect_to_docs))
                 .route("/", web::get().to(redirect_to_docs))
                 .default_service(web::to(not_found))
-                .wrap(from_fn(crate::http::refuse_nul))
+                .wrap(from_fn(crate::http::body::refuse_nul))
                 .wrap(from_fn(require_api_key))
                 .wrap(cors(cors_origins.as_deref()))
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
         })
-        .shutdown_timeout(settings.shutdown_timeout)
+        .shutdown_timeout(http.shutdown_timeout)
         .listen(listener)?;
-        if settings.workers > 0 {
-            server = server.workers(settings.workers);
+        if http.workers > 0 {
+            server = server.workers(http.workers);
         }
 
         Ok(Application {
@@ -161,63 +181,49 @@ impl Application {
     }
 }
 
-/// Storage, migrations, cache and auth material: everything but HTTP.
+/// Storage, migrations, cache and the services: everything but HTTP.
 pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Background)> {
-    settings.validate()?;
-    let db = crate::db::connect(&settings).await?;
-    if settings.run_migrations {
+    let db = crate::db::connect(&settings.database).await?;
+    if settings.database.run_migrations {
         crate::db::migrate(&db).await?;
     }
-    let cache = crate::cache::build(
-        settings.redis_url()?.as_deref(),
-        &settings.redis_key_prefix,
-        settings.redis_pool_size,
-    )?;
+    let cache = crate::cache::build(&settings.cache)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let writer = crate::analytics::ingest::start(
-        db.clone(),
-        settings.ingest_queue_capacity,
-        settings.ingest_max_batch_rows,
-        Duration::from_secs(settings.ingest_wait_timeout),
-        match db.get_database_backend() {
-            sea_orm::DbBackend::Postgres => settings.ingest_writers,
-            _ => 1,
-        },
-        shutdown_rx,
-    );
+    let writer = crate::analytics::queue::start(db.clone(), &settings.analytics, shutdown_rx);
     let background = Background {
         shutdown,
         tasks: writer.tasks,
     };
+    let auth = crate::auth::Auth::new(db.clone(), cache.clone(), &settings.auth)?;
+    if let Some(admin) = &settings.auth.admin {
+        auth.ensure_admin(&admin.email, admin.password.expose_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
+    }
     let state = AppState {
-        jobs: Arc::new(crate::jobs::JobsContext::new(
-            crate::jobs::pricing::PriceTable::new(&settings.price_list()?),
-        )),
+        jobs: crate::jobs::Jobs::new(
+            db.clone(),
+            &settings.jobs,
+            settings.analytics.retention_days,
+        ),
         ingest: writer.handle,
         db,
         cache,
-        auth: crate::auth::AuthContext::from_settings(&settings)?,
-        trusted_proxies: Arc::new(settings.trusted_proxies()?),
+        auth,
         settings: Arc::new(settings),
         started_at: Instant::now(),
     };
-    if !state.settings.admin_email.is_empty() {
-        crate::auth::service::ensure_admin(
-            &state,
-            &state.settings.admin_email,
-            &state.settings.admin_password,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
-    }
     Ok((state, background))
 }
 
-async fn flush_revocations(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn flush_revocations(
+    auth: Arc<crate::auth::Auth>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => crate::auth::service::flush_pending_revocations(&state).await,
+            _ = tick.tick() => auth.flush_pending_revocations().await,
             _ = shutdown.changed() => return,
         }
     }

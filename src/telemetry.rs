@@ -1,25 +1,24 @@
-//! Logs (text or JSON) and the Prometheus recorder with its own admin listener.
+//! Logs (text or JSON) and the Prometheus recorder (served on the admin
+//! listener, `http::admin`).
 
 use std::sync::OnceLock;
 
-use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sea_orm::DatabaseConnection;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-use crate::config::{LogFormat, Settings};
+use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global tracing subscriber; a second call is a no-op (tests).
-pub fn init_tracing(settings: &Settings) {
+pub fn init_tracing(settings: &LogSettings) {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
-        let level = settings.log_filter().unwrap_or("info");
+        let level = settings.filter;
         // Our own crate at the configured level; dependencies one step quieter.
         EnvFilter::new(format!(
             "warn,platform_server={level},migration={level},sea_orm_migration={level}"
         ))
     });
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.log_format().unwrap_or(LogFormat::Text) {
+    let _ = match settings.format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
@@ -151,41 +150,4 @@ pub async fn upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
     }
-}
-
-/// Serves `GET /metrics` on the admin port, apart from the API port where
-/// `GET /metrics` is the original's legacy alias.
-pub fn metrics_server(
-    listener: std::net::TcpListener,
-    db: DatabaseConnection,
-    max_connections: u32,
-) -> std::io::Result<Server> {
-    let handle = prometheus();
-    let db = web::Data::new(db);
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(db.clone())
-            .route(
-                "/metrics",
-                web::get().to(move |db: web::Data<DatabaseConnection>| async move {
-                    // Pool gauges are read at scrape time: no background task.
-                    let (size, in_use) = crate::db::pool_stats(&db);
-                    metrics::gauge!("db_pool_connections", "state" => "in_use").set(in_use);
-                    metrics::gauge!("db_pool_connections", "state" => "idle")
-                        .set(size.saturating_sub(in_use));
-                    metrics::gauge!("db_pool_max_connections").set(max_connections);
-                    handle.run_upkeep();
-                    HttpResponse::Ok()
-                        .content_type("text/plain; version=0.0.4; charset=utf-8")
-                        .body(handle.render())
-                }),
-            )
-            .default_service(web::to(|| async {
-                crate::error::json_error(actix_web::http::StatusCode::NOT_FOUND, "Not Found")
-            }))
-    })
-    .workers(1)
-    .disable_signals()
-    .listen(listener)?
-    .run())
 }

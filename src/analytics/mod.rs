@@ -1,8 +1,16 @@
-//! Analytics: durable group-commit ingestion and bounded queries.
+//! Analytics: durable group-commit ingestion, the per-minute and per-hour
+//! counters kept beside it, bounded queries, and usage and cost reports.
+//! Plain services; HTTP lives in `crate::http`.
 
-pub mod dto;
-pub mod ingest;
+pub mod counters;
+pub mod domain;
+mod error;
+pub mod pricing;
 pub mod queries;
-pub mod rollups;
-pub mod routes;
+pub mod queue;
+mod store;
 pub mod usage;
+pub mod views;
+
+pub use domain::{Event, Metric, MetricType, NewEvent, NewMetric};
+pub use error::{IngestError, Invalid, QueryError};

@@ -1,198 +1,115 @@
 //! Read side: keyset-paginated lists and windowed aggregates, bounded and
-//! served from indexes on (column, timestamp, id).
+//! served from indexes on (column, timestamp, id) and from the counters.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{Duration, NaiveDateTime};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
-use super::dto::*;
-use super::rollups;
+use super::QueryError;
+use super::counters;
+use super::domain::{EventFilter, MetricFilter, Page, encode_cursor};
+use super::views::*;
+use super::{Event, Metric};
 use crate::entity::{events, metrics, users};
-use crate::error::ApiError;
+use crate::time::{Grain, now, trunc};
 
-pub const MAX_HOURS: i64 = 8784;
 const MAX_BUCKETS: i64 = 10_000;
 
-pub fn hours(value: Option<i64>) -> Result<i64, ApiError> {
-    let h = value.unwrap_or(24);
-    if !(1..=MAX_HOURS).contains(&h) {
-        return Err(ApiError::unprocessable(format!(
-            "hours must be between 1 and {MAX_HOURS}"
-        )));
+/// One page of `find`, newest first by (`ts`, `id`), and the cursor of the
+/// next page when there is one.
+async fn page<E, C>(
+    db: &DatabaseConnection,
+    mut find: Select<E>,
+    (ts, id): (C, C),
+    page: &Page,
+    key: impl Fn(&E::Model) -> (NaiveDateTime, i64),
+) -> Result<(Vec<E::Model>, Option<String>), DbErr>
+where
+    E: EntityTrait,
+    C: ColumnTrait,
+{
+    if let Some(v) = page.from {
+        find = find.filter(ts.gte(v));
     }
-    Ok(h)
-}
-
-pub fn limit(value: Option<i64>) -> Result<u64, ApiError> {
-    let l = value.unwrap_or(100);
-    if !(1..=1000).contains(&l) {
-        return Err(ApiError::unprocessable("limit must be between 1 and 1000"));
+    if let Some(v) = page.to {
+        find = find.filter(ts.lt(v));
     }
-    Ok(l as u64)
-}
-
-fn check_filter(field: &str, value: &Option<String>, max: usize) -> Result<(), ApiError> {
-    if value.as_ref().is_some_and(|v| v.chars().count() > max) {
-        return Err(ApiError::unprocessable(format!(
-            "{field} must be at most {max} characters"
-        )));
-    }
-    Ok(())
-}
-
-/// A position in a newest-first list: the last row's (timestamp, id).
-pub fn encode_cursor(ts: NaiveDateTime, id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", ts.and_utc().timestamp_micros()))
-}
-
-pub fn decode_cursor(cursor: &str) -> Result<(NaiveDateTime, i64), ApiError> {
-    let bad = || ApiError::unprocessable("cursor is not valid");
-    if cursor.len() > 100 {
-        return Err(bad());
-    }
-    let raw = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (ts, id) = raw.split_once(':').ok_or_else(bad)?;
-    let ts = DateTime::from_timestamp_micros(ts.parse().map_err(|_| bad())?).ok_or_else(bad)?;
-    Ok((ts.naive_utc(), id.parse().map_err(|_| bad())?))
-}
-
-fn window(
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
-) -> Result<(Option<NaiveDateTime>, Option<NaiveDateTime>), ApiError> {
-    if from.zip(to).is_some_and(|(f, t)| f > t) {
-        return Err(ApiError::unprocessable("from must not be after to"));
-    }
-    Ok((
-        from.map(super::ingest::micros),
-        to.map(super::ingest::micros),
-    ))
-}
-
-fn keyset<C: ColumnTrait>(ts_col: C, id_col: C, cursor: (NaiveDateTime, i64)) -> Condition {
-    Condition::any().add(ts_col.lt(cursor.0)).add(
-        Condition::all()
-            .add(ts_col.eq(cursor.0))
-            .add(id_col.lt(cursor.1)),
-    )
-}
-
-pub async fn list_metrics(db: &DatabaseConnection, q: MetricQuery) -> Result<MetricList, ApiError> {
-    use metrics::Column as C;
-    let limit = limit(q.limit)?;
-    check_filter("metric_name", &q.metric_name, 100)?;
-    check_filter("service_name", &q.service_name, 100)?;
-    check_filter("endpoint", &q.endpoint, 255)?;
-    if q.metric_type
-        .as_deref()
-        .is_some_and(|t| !METRIC_TYPES.contains(&t))
-    {
-        return Err(ApiError::unprocessable(
-            "metric_type must be one of counter, gauge, histogram",
-        ));
-    }
-    let user = user_id(q.user_id)?;
-    let (from, to) = window(q.from, q.to)?;
-    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
-
-    let mut find = metrics::Entity::find();
-    if let Some(v) = q.metric_name {
-        find = find.filter(C::MetricName.eq(v));
-    }
-    if let Some(v) = q.service_name {
-        find = find.filter(C::ServiceName.eq(v));
-    }
-    if let Some(v) = q.endpoint {
-        find = find.filter(C::Endpoint.eq(v));
-    }
-    if let Some(v) = q.metric_type {
-        find = find.filter(C::MetricType.eq(v));
-    }
-    if let Some(v) = user {
-        find = find.filter(C::UserId.eq(v));
-    }
-    if let Some(v) = from {
-        find = find.filter(C::Timestamp.gte(v));
-    }
-    if let Some(v) = to {
-        find = find.filter(C::Timestamp.lt(v));
-    }
-    if let Some(c) = cursor {
-        find = find.filter(keyset(C::Timestamp, C::Id, c));
+    if let Some((cts, cid)) = page.cursor {
+        find = find.filter(
+            Condition::any()
+                .add(ts.lt(cts))
+                .add(Condition::all().add(ts.eq(cts)).add(id.lt(cid))),
+        );
     }
     let mut rows = find
-        .order_by_desc(C::Timestamp)
-        .order_by_desc(C::Id)
-        .limit(limit + 1)
+        .order_by_desc(ts)
+        .order_by_desc(id)
+        .limit(page.limit + 1)
         .all(db)
         .await?;
-    let next_cursor = page_end(&mut rows, limit, |r| encode_cursor(r.timestamp, r.id));
-    Ok(MetricList {
-        count: rows.len(),
-        metrics: rows.iter().map(MetricResponse::from).collect(),
-        next_cursor,
-    })
-}
-
-fn page_end<T>(rows: &mut Vec<T>, limit: u64, cursor: impl Fn(&T) -> String) -> Option<String> {
-    if rows.len() as u64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(cursor)
+    let next = if rows.len() as u64 > page.limit {
+        rows.truncate(page.limit as usize);
+        rows.last().map(|r| {
+            let (t, i) = key(r);
+            encode_cursor(t, i)
+        })
     } else {
         None
-    }
+    };
+    Ok((rows, next))
 }
 
-pub async fn list_events(db: &DatabaseConnection, q: EventQuery) -> Result<EventList, ApiError> {
-    use events::Column as C;
-    let limit = limit(q.limit)?;
-    check_filter("event_type", &q.event_type, 100)?;
-    check_filter("session_id", &q.session_id, 255)?;
-    let user = user_id(q.user_id)?;
-    let (from, to) = window(q.from, q.to)?;
-    let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
-
-    let mut find = events::Entity::find();
-    if let Some(v) = q.event_type {
-        find = find.filter(C::EventType.eq(v));
+pub async fn list_metrics(
+    db: &DatabaseConnection,
+    f: MetricFilter,
+    p: &Page,
+) -> Result<(Vec<Metric>, Option<String>), QueryError> {
+    use metrics::Column as C;
+    let mut find = metrics::Entity::find();
+    if let Some(v) = f.metric_name {
+        find = find.filter(C::MetricName.eq(v));
     }
-    if let Some(v) = q.session_id {
-        find = find.filter(C::SessionId.eq(v));
+    if let Some(v) = f.service_name {
+        find = find.filter(C::ServiceName.eq(v));
     }
-    if let Some(v) = user {
+    if let Some(v) = f.endpoint {
+        find = find.filter(C::Endpoint.eq(v));
+    }
+    if let Some(v) = f.metric_type {
+        find = find.filter(C::MetricType.eq(v.as_str()));
+    }
+    if let Some(v) = f.user_id {
         find = find.filter(C::UserId.eq(v));
     }
-    if let Some(v) = from {
-        find = find.filter(C::Timestamp.gte(v));
+    Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
+}
+
+pub async fn list_events(
+    db: &DatabaseConnection,
+    f: EventFilter,
+    p: &Page,
+) -> Result<(Vec<Event>, Option<String>), QueryError> {
+    use events::Column as C;
+    let mut find = events::Entity::find();
+    if let Some(v) = f.event_type {
+        find = find.filter(C::EventType.eq(v));
     }
-    if let Some(v) = to {
-        find = find.filter(C::Timestamp.lt(v));
+    if let Some(v) = f.session_id {
+        find = find.filter(C::SessionId.eq(v));
     }
-    if let Some(c) = cursor {
-        find = find.filter(keyset(C::Timestamp, C::Id, c));
+    if let Some(v) = f.user_id {
+        find = find.filter(C::UserId.eq(v));
     }
-    let mut rows = find
-        .order_by_desc(C::Timestamp)
-        .order_by_desc(C::Id)
-        .limit(limit + 1)
-        .all(db)
-        .await?;
-    let next_cursor = page_end(&mut rows, limit, |r| encode_cursor(r.timestamp, r.id));
-    Ok(EventList {
-        count: rows.len(),
-        events: rows.iter().map(EventResponse::from).collect(),
-        next_cursor,
-    })
+    Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
 }
 
 fn since(hours: i64) -> NaiveDateTime {
-    super::ingest::now() - Duration::hours(hours)
+    now() - Duration::hours(hours)
 }
 
 /// Raw event counts by type in [from, to): the partial minute at a window's start.
@@ -200,7 +117,7 @@ async fn raw_type_counts(
     db: &DatabaseConnection,
     from: NaiveDateTime,
     to: NaiveDateTime,
-) -> Result<Vec<(String, i64)>, ApiError> {
+) -> Result<Vec<(String, i64)>, QueryError> {
     use events::Column as C;
     Ok(events::Entity::find()
         .select_only()
@@ -219,13 +136,13 @@ pub async fn event_types(
     db: &DatabaseConnection,
     since: NaiveDateTime,
     top: Option<u64>,
-) -> Result<Vec<TypeCount>, ApiError> {
-    let w = rollups::split(since);
+) -> Result<Vec<TypeCount>, QueryError> {
+    let w = counters::split(since);
     let (rolled, raw) = tokio::try_join!(
-        async { Ok::<_, ApiError>(rollups::event_counts_since(db, w, None, None).await?) },
+        async { Ok::<_, QueryError>(counters::event_counts_since(db, w, None, None).await?) },
         raw_type_counts(db, since, w.minute),
     )?;
-    let mut counts: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut counts: HashMap<String, i64> = HashMap::new();
     for (_, t, n) in rolled {
         *counts.entry(t).or_default() += n;
     }
@@ -248,84 +165,46 @@ pub async fn event_types(
     Ok(list)
 }
 
-#[derive(Clone, Copy)]
-pub enum Interval {
-    Minute,
-    Hour,
-    Day,
-}
-
-impl Interval {
-    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
-        match value.unwrap_or("hour") {
-            "minute" => Ok(Interval::Minute),
-            "hour" => Ok(Interval::Hour),
-            "day" => Ok(Interval::Day),
-            _ => Err(ApiError::unprocessable(
-                "interval must be minute, hour or day",
-            )),
+/// SQL that truncates the timestamp column `col` to the start of its
+/// `grain` bucket, as text.
+fn bucket_sql(grain: Grain, backend: DbBackend, col: &str) -> String {
+    let unit = grain.name();
+    match backend {
+        DbBackend::Postgres => {
+            format!("to_char(date_trunc('{unit}', \"{col}\"), 'YYYY-MM-DD HH24:MI:SS')")
         }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Interval::Minute => "minute",
-            Interval::Hour => "hour",
-            Interval::Day => "day",
+        _ => {
+            let fmt = match grain {
+                Grain::Minute => "%Y-%m-%d %H:%M:00",
+                Grain::Hour => "%Y-%m-%d %H:00:00",
+                Grain::Day => "%Y-%m-%d 00:00:00",
+            };
+            format!("strftime('{fmt}', \"{col}\")")
         }
-    }
-
-    fn step(self) -> Duration {
-        match self {
-            Interval::Minute => Duration::minutes(1),
-            Interval::Hour => Duration::hours(1),
-            Interval::Day => Duration::days(1),
-        }
-    }
-
-    /// SQL that truncates the timestamp column `col` to the bucket start, as text.
-    pub fn sql_on(self, backend: DbBackend, col: &str) -> String {
-        let unit = self.name();
-        match backend {
-            DbBackend::Postgres => {
-                format!("to_char(date_trunc('{unit}', \"{col}\"), 'YYYY-MM-DD HH24:MI:SS')")
-            }
-            _ => {
-                let fmt = match self {
-                    Interval::Minute => "%Y-%m-%d %H:%M:00",
-                    Interval::Hour => "%Y-%m-%d %H:00:00",
-                    Interval::Day => "%Y-%m-%d 00:00:00",
-                };
-                format!("strftime('{fmt}', \"{col}\")")
-            }
-        }
-    }
-
-    pub fn sql_expr(self, backend: DbBackend) -> String {
-        self.sql_on(backend, "timestamp")
     }
 }
 
 /// Event counts per aligned bucket from `since` to now, empty buckets included.
 pub async fn timeseries(
     db: &DatabaseConnection,
-    interval: Interval,
+    interval: Grain,
     hours: i64,
     event_type: Option<&str>,
-) -> Result<Vec<Bucket>, ApiError> {
+) -> Result<Vec<Bucket>, QueryError> {
     use events::Column as C;
     let step = interval.step();
     if Duration::hours(hours).num_seconds() / step.num_seconds() > MAX_BUCKETS {
-        return Err(ApiError::unprocessable(format!(
+        return Err(super::Invalid::new(format!(
             "at most {MAX_BUCKETS} buckets: shorten hours or widen interval"
-        )));
+        ))
+        .into());
     }
     let start = since(hours);
-    let w = rollups::split(start);
+    let w = counters::split(start);
     let edge = w.minute;
     let backend = db.get_database_backend();
-    let rolled_sql = interval.sql_on(backend, "bucket");
-    let raw_bucket = Expr::cust(interval.sql_expr(backend));
+    let rolled_sql = bucket_sql(interval, backend, "bucket");
+    let raw_bucket = Expr::cust(bucket_sql(interval, backend, "timestamp"));
     let mut raw = events::Entity::find()
         .select_only()
         .column_as(raw_bucket.clone(), "bucket")
@@ -341,10 +220,10 @@ pub async fn timeseries(
         async {
             // Minute series read only minute buckets; coarser ones mostly hours.
             let rolled = match interval {
-                Interval::Minute => {
-                    rollups::event_counts(
+                Grain::Minute => {
+                    counters::event_counts(
                         db,
-                        rollups::Grain::Minute,
+                        Grain::Minute,
                         edge,
                         None,
                         Some(&rolled_sql),
@@ -352,14 +231,13 @@ pub async fn timeseries(
                     )
                     .await?
                 }
-                _ => rollups::event_counts_since(db, w, Some(&rolled_sql), event_type).await?,
+                _ => counters::event_counts_since(db, w, Some(&rolled_sql), event_type).await?,
             };
-            Ok::<_, ApiError>(rolled)
+            Ok::<_, QueryError>(rolled)
         },
-        async { Ok::<RawBuckets, ApiError>(raw.into_tuple().all(db).await?) },
+        async { Ok::<RawBuckets, QueryError>(raw.into_tuple().all(db).await?) },
     )?;
-    let mut counts: std::collections::HashMap<NaiveDateTime, i64> =
-        std::collections::HashMap::new();
+    let mut counts: HashMap<NaiveDateTime, i64> = HashMap::new();
     let parse = |b: &str| NaiveDateTime::parse_from_str(b, "%Y-%m-%d %H:%M:%S").ok();
     for (b, _, n) in rolled {
         if let Some(t) = parse(&b) {
@@ -372,8 +250,8 @@ pub async fn timeseries(
         }
     }
     let mut out = vec![];
-    let mut t = rollups::trunc(start, step);
-    let end = super::ingest::now();
+    let mut t = trunc(start, step);
+    let end = now();
     while t <= end {
         out.push(Bucket {
             start: t.and_utc(),
@@ -389,9 +267,9 @@ async fn metric_sum(
     db: &DatabaseConnection,
     name: &str,
     since: NaiveDateTime,
-) -> Result<f64, ApiError> {
+) -> Result<f64, QueryError> {
     use metrics::Column as C;
-    let w = rollups::split(since);
+    let w = counters::split(since);
     let edge = w.minute;
     let raw: Option<Option<f64>> = metrics::Entity::find()
         .select_only()
@@ -402,7 +280,7 @@ async fn metric_sum(
         .into_tuple()
         .one(db)
         .await?;
-    let rolled = rollups::metric_totals_since(db, w, Some(name)).await?;
+    let rolled = counters::metric_totals_since(db, w, Some(name)).await?;
     Ok(raw.flatten().unwrap_or(0.0) + rolled.values().map(|(_, s)| s).sum::<f64>())
 }
 
@@ -410,9 +288,9 @@ async fn metric_sum(
 async fn top_endpoints(
     db: &DatabaseConnection,
     since: NaiveDateTime,
-) -> Result<Vec<EndpointCount>, ApiError> {
+) -> Result<Vec<EndpointCount>, QueryError> {
     use metrics::Column as C;
-    let w = rollups::split(since);
+    let w = counters::split(since);
     let edge = w.minute;
     let raw: Vec<(String, i64)> = metrics::Entity::find()
         .select_only()
@@ -425,8 +303,8 @@ async fn top_endpoints(
         .into_tuple()
         .all(db)
         .await?;
-    let mut counts: std::collections::HashMap<String, i64> = raw.into_iter().collect();
-    for (endpoint, (n, _)) in rollups::metric_totals_since(db, w, None).await? {
+    let mut counts: HashMap<String, i64> = raw.into_iter().collect();
+    for (endpoint, (n, _)) in counters::metric_totals_since(db, w, None).await? {
         if !endpoint.is_empty() {
             *counts.entry(endpoint).or_default() += n;
         }
@@ -444,11 +322,11 @@ async fn top_endpoints(
     Ok(list)
 }
 
-pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard, ApiError> {
+pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard, QueryError> {
     use events::Column as C;
     let start = since(hours);
     let (users, calls, cost, endpoints, recent, types, hourly) = tokio::try_join!(
-        async { Ok::<_, ApiError>(rollups::active_users(db, start).await?) },
+        async { Ok::<_, QueryError>(counters::active_users(db, start).await?) },
         metric_sum(db, "api_calls", start),
         metric_sum(db, "cost_usd", start),
         top_endpoints(db, start),
@@ -462,7 +340,7 @@ pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard,
                 .await?)
         },
         event_types(db, start, None),
-        timeseries(db, Interval::Hour, hours, None),
+        timeseries(db, Grain::Hour, hours, None),
     )?;
     Ok(Dashboard {
         hours: hours as u32,
@@ -477,11 +355,11 @@ pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard,
     })
 }
 
-pub async fn summary(db: &DatabaseConnection) -> Result<Summary, ApiError> {
+pub async fn summary(db: &DatabaseConnection) -> Result<Summary, QueryError> {
     let start = since(24);
     let (total_users, active, types) = tokio::try_join!(
-        async { Ok::<_, ApiError>(users::Entity::find().count(db).await? as i64) },
-        async { Ok(rollups::active_users(db, start).await?) },
+        async { Ok::<_, QueryError>(users::Entity::find().count(db).await? as i64) },
+        async { Ok(counters::active_users(db, start).await?) },
         event_types(db, start, None),
     )?;
     Ok(Summary {
@@ -490,31 +368,4 @@ pub async fn summary(db: &DatabaseConnection) -> Result<Summary, ApiError> {
         events_24h: types.iter().map(|t| t.count).sum(),
         top_event_types: types.into_iter().take(10).collect(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let ts =
-            NaiveDateTime::parse_from_str("2026-01-02 03:04:05.123456", "%Y-%m-%d %H:%M:%S%.f")
-                .unwrap();
-        let c = encode_cursor(ts, 42);
-        assert_eq!(decode_cursor(&c).unwrap(), (ts, 42));
-        for bad in ["", "!!", "bm90LWEtY3Vyc29y", &"A".repeat(200)] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn bounds() {
-        assert!(hours(Some(0)).is_err());
-        assert!(hours(Some(MAX_HOURS + 1)).is_err());
-        assert_eq!(hours(None).unwrap(), 24);
-        assert!(limit(Some(0)).is_err());
-        assert!(limit(Some(1001)).is_err());
-        assert_eq!(limit(Some(1000)).unwrap(), 1000);
-    }
 }

@@ -7,10 +7,13 @@ use anyhow::Context;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 
-use crate::config::Settings;
-use crate::error::ApiError;
+use super::AuthError;
+use crate::config::{JwtAlgorithm, JwtSettings};
+
+const INVALID: AuthError = AuthError::InvalidToken("Invalid token");
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -33,10 +36,10 @@ pub struct Claims {
 
 impl Claims {
     /// The user id in `sub`; anything but a positive integer is invalid.
-    pub fn user_id(&self) -> Result<i32, ApiError> {
+    pub fn user_id(&self) -> Result<i32, AuthError> {
         match self.sub.parse::<i32>() {
             Ok(id) if id > 0 => Ok(id),
-            _ => Err(ApiError::InvalidToken("Invalid token".into())),
+            _ => Err(INVALID),
         }
     }
 }
@@ -53,24 +56,30 @@ pub struct JwtKeys {
 }
 
 impl JwtKeys {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let algorithm = settings.jwt_algorithm()?;
-        let kid = Some(settings.jwt_key_id.trim())
-            .filter(|k| !k.is_empty())
-            .map(str::to_string);
-        let (encoding, decoding, jwks) = match algorithm {
-            Algorithm::HS256 => (
-                EncodingKey::from_secret(settings.jwt_secret.as_bytes()),
-                DecodingKey::from_secret(settings.jwt_secret.as_bytes()),
-                // An HMAC secret is never published.
-                JwkSet { keys: vec![] },
-            ),
-            alg => {
-                let pem = std::fs::read(settings.jwt_private_key_file.trim())
-                    .context("reading JWT_PRIVATE_KEY_FILE")?;
+    pub fn new(settings: &JwtSettings) -> anyhow::Result<Self> {
+        let algorithm = match settings.algorithm {
+            JwtAlgorithm::Hs256 => Algorithm::HS256,
+            JwtAlgorithm::EdDsa => Algorithm::EdDSA,
+            JwtAlgorithm::Rs256 => Algorithm::RS256,
+        };
+        let kid = settings.key_id.clone();
+        let (encoding, decoding, jwks) = match (algorithm, &settings.private_key_file) {
+            (Algorithm::HS256, _) | (_, None) => {
+                let secret = settings.secret.expose_secret().as_bytes();
+                (
+                    EncodingKey::from_secret(secret),
+                    DecodingKey::from_secret(secret),
+                    // An HMAC secret is never published.
+                    JwkSet { keys: vec![] },
+                )
+            }
+            (alg, Some(path)) => {
+                let pem: SecretSlice<u8> = std::fs::read(path)
+                    .context("reading JWT_PRIVATE_KEY_FILE")?
+                    .into();
                 let encoding = match alg {
-                    Algorithm::EdDSA => EncodingKey::from_ed_pem(&pem),
-                    _ => EncodingKey::from_rsa_pem(&pem),
+                    Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.expose_secret()),
+                    _ => EncodingKey::from_rsa_pem(pem.expose_secret()),
                 }
                 .context("JWT_PRIVATE_KEY_FILE is not a PEM private key for JWT_ALGORITHM")?;
                 let mut jwk = Jwk::from_encoding_key(&encoding, alg)
@@ -81,7 +90,7 @@ impl JwtKeys {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.leeway = settings.jwt_leeway;
+        validation.leeway = settings.leeway;
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.validate_exp = true;
         validation.validate_aud = false;
@@ -90,8 +99,8 @@ impl JwtKeys {
             encoding,
             decoding,
             kid,
-            issuer: settings.jwt_issuer.clone(),
-            ttl: settings.jwt_expires_in()?,
+            issuer: settings.issuer.clone(),
+            ttl: settings.expires_in,
             validation,
             jwks,
         })
@@ -111,7 +120,7 @@ impl JwtKeys {
         email: &str,
         role: &str,
         session_id: &str,
-    ) -> Result<(String, Claims), ApiError> {
+    ) -> Result<(String, Claims), AuthError> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
@@ -126,26 +135,26 @@ impl JwtKeys {
         };
         let mut header = Header::new(self.algorithm);
         header.kid = self.kid.clone();
-        let token =
-            jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(ApiError::internal)?;
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(e.into()))?;
         Ok((token, claims))
     }
 
     /// Every failure is a 401: expired, tampered, wrong key or algorithm,
     /// `alg: none`, malformed claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::InvalidToken("Token expired".into()),
-                _ => ApiError::InvalidToken("Invalid token".into()),
+                ErrorKind::ExpiredSignature => AuthError::InvalidToken("Token expired"),
+                _ => INVALID,
             })?;
         let claims = data.claims;
         if claims.token_type != "access" {
-            return Err(ApiError::InvalidToken("Invalid token".into()));
+            return Err(INVALID);
         }
         // Tokens the original issued carry no iss; ours must carry ours.
         if claims.iss.as_deref().is_some_and(|iss| iss != self.issuer) {
-            return Err(ApiError::InvalidToken("Invalid token".into()));
+            return Err(INVALID);
         }
         claims.user_id()?;
         Ok(claims)

@@ -1,38 +1,82 @@
-//! Authentication: accounts, sessions, tokens, roles, throttling.
+//! Authentication: accounts, sessions, tokens, roles, throttling. Plain
+//! services over the database and the cache; HTTP lives in `crate::http`.
+//!
+//! Cache layout (one key per operation, so Redis Cluster works):
+//! - `user:{id}`  the user as verify needs it; overwritten on every change.
+//! - `sess:{id}:sid` `1` active or `0` revoked; revocation overwrites, fills
+//!   from the database use SET NX so they never undo a revocation.
+//!
+//! Any cache failure falls back to the database: a revoked token never passes.
 
-pub mod dto;
-pub mod extract;
+mod authenticate;
+pub mod domain;
+mod error;
 pub mod jwt;
+mod login;
 pub mod password;
-pub mod routes;
-pub mod service;
-pub mod throttle;
+mod sessions;
+mod throttle;
+mod users;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use crate::config::Settings;
+use hkdf::Hkdf;
+use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
 
-/// Auth material built once at start.
-pub struct AuthContext {
+pub use domain::{ClientInfo, Email, IssuedTokens, NewAccount, Principal, Role, User, UserFilter};
+pub use error::AuthError;
+
+use crate::cache::SharedCache;
+use crate::config::AuthSettings;
+
+/// The auth services and what they share, built once at start.
+pub struct Auth {
+    db: DatabaseConnection,
+    cache: SharedCache,
+    settings: AuthSettings,
     pub hasher: password::PasswordHasher,
     pub jwt: jwt::JwtKeys,
-    pub refresh_ttl: Duration,
+    throttle: throttle::Throttle,
+    /// Key of the refresh-token chain, derived from the JWT secret for this
+    /// purpose alone.
+    refresh_chain_key: [u8; 32],
     /// Revocations the cache missed (Redis down): retried until they land,
     /// so a marker cached as live before the outage cannot outlive it.
-    pub pending_revocations: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+    pending_revocations: Mutex<Vec<(String, Instant)>>,
 }
 
-impl AuthContext {
-    pub fn from_settings(settings: &Settings) -> anyhow::Result<Arc<Self>> {
-        Ok(Arc::new(AuthContext {
+impl Auth {
+    pub fn new(
+        db: DatabaseConnection,
+        cache: SharedCache,
+        settings: &AuthSettings,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut refresh_chain_key = [0u8; 32];
+        Hkdf::<Sha256>::new(None, settings.jwt.secret.expose_secret().as_bytes())
+            .expand(
+                b"platform-server refresh-token chain v1",
+                &mut refresh_chain_key,
+            )
+            .map_err(|_| anyhow::anyhow!("deriving the refresh-chain key"))?;
+        Ok(Arc::new(Auth {
             hasher: password::PasswordHasher::new(
-                settings.password_hash_rounds,
-                settings.password_hash_concurrency,
+                settings.password.hash_rounds,
+                settings.password.hash_concurrency,
             ),
-            jwt: jwt::JwtKeys::from_settings(settings)?,
-            refresh_ttl: settings.refresh_token_ttl()?,
-            pending_revocations: std::sync::Mutex::new(Vec::new()),
+            jwt: jwt::JwtKeys::new(&settings.jwt)?,
+            throttle: throttle::Throttle::new(cache.clone(), settings.throttle.clone()),
+            db,
+            cache,
+            settings: settings.clone(),
+            refresh_chain_key,
+            pending_revocations: Mutex::new(Vec::new()),
         }))
     }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
 }

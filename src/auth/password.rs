@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::{OnceCell, Semaphore, oneshot};
 
-use crate::error::ApiError;
+use super::AuthError;
+use crate::config::PasswordPolicy;
 
 /// bcrypt reads at most 72 bytes; longer passwords are refused, not cut.
 pub const MAX_PASSWORD_BYTES: usize = 72;
@@ -38,31 +39,35 @@ impl PasswordHasher {
     async fn run<T: Send + 'static>(
         &self,
         job: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let _permit = self.permits.acquire().await.map_err(ApiError::internal)?;
+    ) -> Result<T, AuthError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(e.into()))?;
         let (tx, rx) = oneshot::channel();
         std::thread::Builder::new()
             .name("bcrypt".into())
             .spawn(move || {
                 let _ = tx.send(job());
             })
-            .map_err(ApiError::internal)?;
-        rx.await.map_err(ApiError::internal)
+            .map_err(|e| AuthError::Internal(e.into()))?;
+        rx.await.map_err(|e| AuthError::Internal(e.into()))
     }
 
-    pub async fn hash(&self, password: &str) -> Result<String, ApiError> {
+    pub async fn hash(&self, password: &str) -> Result<String, AuthError> {
         let password = password.to_string();
         let cost = self.cost;
         // Length is checked before (at most 72 bytes), so nothing is cut here;
         // the non-truncating variant would refuse exactly 72 bytes.
         self.run(move || bcrypt::hash(password, cost))
             .await?
-            .map_err(ApiError::internal)
+            .map_err(|e| AuthError::Internal(e.into()))
     }
 
     /// Verifies against `hash`, or against a dummy hash of the same cost when
     /// there is no user, so both cases take the same time.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, ApiError> {
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, AuthError> {
         let (hash, real) = match hash {
             Some(h) => (h.to_string(), true),
             None => (self.dummy_hash().await?.clone(), false),
@@ -80,43 +85,37 @@ impl PasswordHasher {
         let _ = self.dummy_hash().await;
     }
 
-    async fn dummy_hash(&self) -> Result<&String, ApiError> {
+    async fn dummy_hash(&self) -> Result<&String, AuthError> {
         self.dummy
-            .get_or_try_init(|| async {
-                let cost = self.cost;
-                self.run(move || bcrypt::hash("timing-equaliser-not-a-password", cost))
-                    .await?
-                    .map_err(ApiError::internal)
-            })
+            .get_or_try_init(|| self.hash("timing-equaliser-not-a-password"))
             .await
     }
 }
 
-/// Checks a new password against the configured minimum, bcrypt's limit
-/// and, when `reject_guessable`, zxcvbn's lists of common and breached
-/// passwords and the user's own `context` (email, names).
-pub fn check_new_password(
-    password: &str,
-    min_len: usize,
-    reject_guessable: bool,
-    context: &[&str],
-) -> Result<(), ApiError> {
+/// Refuses a password bcrypt would cut (it reads at most 72 bytes).
+pub fn check_length(password: &str) -> Result<(), AuthError> {
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::unprocessable(format!(
+        return Err(AuthError::invalid(format!(
             "Password must be at most {MAX_PASSWORD_BYTES} bytes"
         )));
     }
-    if password.chars().count() < min_len {
-        // The original's status and wording.
-        return Err(ApiError::BadRequest(format!(
-            "Password must be at least {min_len} characters"
-        )));
+    Ok(())
+}
+
+/// Checks a new password against the policy's minimum, bcrypt's limit
+/// and, when it rejects guessable ones, zxcvbn's lists of common and
+/// breached passwords and the user's own `context` (email, names).
+pub fn check_new_password(
+    password: &str,
+    policy: &PasswordPolicy,
+    context: &[&str],
+) -> Result<(), AuthError> {
+    check_length(password)?;
+    if password.chars().count() < policy.min_length {
+        return Err(AuthError::PasswordTooShort(policy.min_length));
     }
-    if reject_guessable && zxcvbn::zxcvbn(password, context).score() < zxcvbn::Score::Two {
-        return Err(ApiError::BadRequest(
-            "Password is too easy to guess: it is common, has been breached, or is built from your email or name"
-                .into(),
-        ));
+    if policy.reject_guessable && zxcvbn::zxcvbn(password, context).score() < zxcvbn::Score::Two {
+        return Err(AuthError::PasswordGuessable);
     }
     Ok(())
 }
@@ -136,16 +135,25 @@ mod tests {
         assert!(!h.verify("x", Some("not-a-hash")).await.unwrap());
     }
 
+    fn policy(min_length: usize, reject_guessable: bool) -> PasswordPolicy {
+        PasswordPolicy {
+            min_length,
+            reject_guessable,
+            hash_rounds: 4,
+            hash_concurrency: 1,
+        }
+    }
+
     #[test]
     fn long_and_short_passwords_are_refused() {
-        assert!(check_new_password(&"a".repeat(72), 8, false, &[]).is_ok());
+        assert!(check_new_password(&"a".repeat(72), &policy(8, false), &[]).is_ok());
         assert!(matches!(
-            check_new_password(&"a".repeat(73), 8, false, &[]),
-            Err(ApiError::Unprocessable(_))
+            check_new_password(&"a".repeat(73), &policy(8, false), &[]),
+            Err(AuthError::Invalid(_))
         ));
         assert!(matches!(
-            check_new_password("short", 8, false, &[]),
-            Err(ApiError::BadRequest(_))
+            check_new_password("short", &policy(8, false), &[]),
+            Err(AuthError::PasswordTooShort(8))
         ));
     }
 
@@ -153,8 +161,8 @@ mod tests {
     fn guessable_passwords_are_refused_when_asked() {
         let guessable = |p: &str, ctx: &[&str]| {
             matches!(
-                check_new_password(p, 12, true, ctx),
-                Err(ApiError::BadRequest(m)) if m.contains("too easy to guess")
+                check_new_password(p, &policy(12, true), ctx),
+                Err(AuthError::PasswordGuessable)
             )
         };
         for common in ["password1234", "qwertyuiop123", "iloveyou2020"] {
@@ -168,6 +176,6 @@ mod tests {
         ));
         assert!(!guessable("violin-marmot-44-quartz", &[]));
         // Off, the same common password passes (the original's behaviour).
-        assert!(check_new_password("password1234", 12, false, &[]).is_ok());
+        assert!(check_new_password("password1234", &policy(12, false), &[]).is_ok());
     }
 }

@@ -4,76 +4,106 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::error::ApiError;
-use crate::state::AppState;
+use super::AuthError;
+use super::domain::Email;
+use crate::cache::SharedCache;
+use crate::config::ThrottleSettings;
 
-fn keys(email: &str, ip: Option<IpAddr>) -> Vec<(String, u32)> {
-    let mut keys = Vec::with_capacity(2);
-    keys.push((format!("email:{email}"), 0));
-    if let Some(ip) = ip {
-        keys.push((format!("ip:{ip}"), 1));
-    }
-    keys
+/// What failures are counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Subject<'a> {
+    Email(&'a str),
+    Ip(IpAddr),
 }
 
-fn limit(state: &AppState, kind: u32) -> u32 {
-    if kind == 0 {
-        state.settings.login_max_failures
-    } else {
-        state.settings.login_ip_max_failures
+impl Subject<'_> {
+    fn key(&self) -> String {
+        match self {
+            Subject::Email(e) => format!("email:{e}"),
+            Subject::Ip(ip) => format!("ip:{ip}"),
+        }
     }
 }
 
-/// 429 with `Retry-After` while the email or the IP is blocked. A cache
-/// failure lets the attempt through: logins keep working without Redis.
-pub async fn check(state: &AppState, email: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
-    let now = chrono::Utc::now().timestamp();
-    for (key, _) in keys(email, ip) {
-        match state.cache.get(&format!("login-block:{key}")).await {
-            Ok(Some(until)) => {
-                let until: i64 = until.parse().unwrap_or(0);
-                if until > now {
-                    metrics::counter!("auth_logins_total", "result" => "throttled").increment(1);
-                    return Err(ApiError::TooManyRequests {
-                        detail: "Too many failed login attempts; try again later".into(),
-                        retry_after: (until - now) as u64,
-                    });
+fn subjects(email: &Email, ip: Option<IpAddr>) -> impl Iterator<Item = Subject<'_>> {
+    std::iter::once(Subject::Email(email.as_str())).chain(ip.map(Subject::Ip))
+}
+
+#[derive(Clone)]
+pub struct Throttle {
+    cache: SharedCache,
+    settings: ThrottleSettings,
+}
+
+impl Throttle {
+    pub fn new(cache: SharedCache, settings: ThrottleSettings) -> Self {
+        Throttle { cache, settings }
+    }
+
+    fn limit(&self, subject: Subject<'_>) -> u32 {
+        match subject {
+            Subject::Email(_) => self.settings.max_failures,
+            Subject::Ip(_) => self.settings.ip_max_failures,
+        }
+    }
+
+    /// Refuses while the email or the IP is blocked. A cache failure lets
+    /// the attempt through: logins keep working without Redis.
+    pub async fn check(&self, email: &Email, ip: Option<IpAddr>) -> Result<(), AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        for subject in subjects(email, ip) {
+            match self
+                .cache
+                .get(&format!("login-block:{}", subject.key()))
+                .await
+            {
+                Ok(Some(until)) => {
+                    let until: i64 = until.parse().unwrap_or(0);
+                    if until > now {
+                        metrics::counter!("auth_logins_total", "result" => "throttled")
+                            .increment(1);
+                        return Err(AuthError::Throttled {
+                            retry_after: (until - now) as u64,
+                        });
+                    }
                 }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
+        }
+        Ok(())
+    }
+
+    /// Counts a failure; reaching the limit blocks until the window ends.
+    pub async fn record_failure(&self, email: &Email, ip: Option<IpAddr>) {
+        for subject in subjects(email, ip) {
+            let key = subject.key();
+            match self
+                .cache
+                .incr(&format!("login-fail:{key}"), self.settings.window)
+                .await
+            {
+                Ok((count, ttl)) if count >= i64::from(self.limit(subject)) => {
+                    let ttl = ttl.max(1);
+                    let until = chrono::Utc::now().timestamp() + ttl as i64;
+                    let _ = self
+                        .cache
+                        .set(
+                            &format!("login-block:{key}"),
+                            &until.to_string(),
+                            Duration::from_secs(ttl),
+                        )
+                        .await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
+            }
         }
     }
-    Ok(())
-}
 
-/// Counts a failure; reaching the limit blocks until the window ends.
-pub async fn record_failure(state: &AppState, email: &str, ip: Option<IpAddr>) {
-    let window = Duration::from_secs(state.settings.login_failure_window);
-    for (key, kind) in keys(email, ip) {
-        match state.cache.incr(&format!("login-fail:{key}"), window).await {
-            Ok((count, ttl)) if count >= i64::from(limit(state, kind)) => {
-                let ttl = ttl.max(1);
-                let until = chrono::Utc::now().timestamp() + ttl as i64;
-                let _ = state
-                    .cache
-                    .set(
-                        &format!("login-block:{key}"),
-                        &until.to_string(),
-                        Duration::from_secs(ttl),
-                    )
-                    .await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
-        }
+    /// A successful login forgets the email's failures (not the IP's).
+    pub async fn clear(&self, email: &Email) {
+        let key = Subject::Email(email.as_str()).key();
+        let _ = self.cache.delete(&format!("login-fail:{key}")).await;
     }
-}
-
-/// A successful login forgets the email's failures (not the IP's).
-pub async fn clear(state: &AppState, email: &str) {
-    let _ = state
-        .cache
-        .delete(&format!("login-fail:email:{email}"))
-        .await;
 }

@@ -7,6 +7,10 @@ mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
+use crate::config::CacheSettings;
+
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
 
@@ -35,13 +39,13 @@ pub trait Cache: Send + Sync + 'static {
 
 pub type SharedCache = Arc<dyn Cache>;
 
-pub fn build(
-    redis_url: Option<&str>,
-    prefix: &str,
-    pool_size: usize,
-) -> anyhow::Result<SharedCache> {
-    Ok(match redis_url {
-        Some(url) => Arc::new(RedisCache::new(url, prefix, pool_size)?),
+pub fn build(settings: &CacheSettings) -> anyhow::Result<SharedCache> {
+    Ok(match &settings.redis_url {
+        Some(url) => Arc::new(RedisCache::new(
+            url.expose_secret(),
+            &settings.key_prefix,
+            settings.pool_size,
+        )?),
         None => Arc::new(MemoryCache::new()),
     })
 }

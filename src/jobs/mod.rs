@@ -1,59 +1,179 @@
-//! Background jobs: usage rollups and retention. Each run takes a Postgres
-//! advisory lock (a process lock on SQLite), so with many replicas a job runs
-//! once per tick, and records its outcome in `platform_jobs` for `/health`.
+//! Background jobs: the usage rollup and retention. Each run takes a
+//! Postgres advisory lock (a process lock on SQLite), so with many replicas a
+//! job runs once per tick, and records its outcome in `platform_jobs`.
 
-pub mod pricing;
-pub mod retention;
-pub mod rollup;
+mod retention;
+mod usage_rollup;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Set, Statement};
-use serde::Serialize;
 use tokio::sync::{Mutex, watch};
-use utoipa::ToSchema;
 
+use crate::analytics::pricing::PriceTable;
+use crate::config::JobSettings;
 use crate::entity::jobs;
-use crate::state::AppState;
 
-pub const ROLLUP: &str = "rollup";
-pub const RETENTION: &str = "retention";
-
-/// Per-process state of the jobs: the price table and one lock per job, so a
-/// scheduled run and a manual one never overlap in one process.
-pub struct JobsContext {
-    pub prices: pricing::PriceTable,
-    rollup_lock: Mutex<()>,
-    retention_lock: Mutex<()>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    UsageRollup,
+    Retention,
 }
 
-impl JobsContext {
-    pub fn new(prices: pricing::PriceTable) -> Self {
-        JobsContext {
-            prices,
-            rollup_lock: Mutex::new(()),
-            retention_lock: Mutex::new(()),
+impl Job {
+    pub const ALL: [Job; 2] = [Job::UsageRollup, Job::Retention];
+
+    /// As stored in `platform_jobs.name` and shown in `/health` and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::UsageRollup => "rollup",
+            Job::Retention => "retention",
         }
     }
 }
 
-/// What a run did, answered by `POST /analytics/jobs/*`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct JobReport {
-    pub job: &'static str,
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+impl JobError {
+    /// A short class for `/health` (which needs no key); the detail goes to the log.
+    pub fn class(&self) -> &'static str {
+        match self {
+            JobError::Database(e) if crate::db::is_connection_error(e) => "database_unavailable",
+            JobError::Database(_) => "database_error",
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        self.class() == "database_unavailable"
+    }
+}
+
+/// The classes `last_error` may show; older rows held raw error text.
+const ERROR_CLASSES: [&str; 2] = ["database_unavailable", "database_error"];
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub job: Job,
     /// False when another replica held the lock; nothing was done here.
     pub ran: bool,
     /// Usage rows written (rollup) or rows deleted (retention).
     pub rows: i64,
     pub duration_ms: i64,
     /// Highest metric id folded into the usage tables (rollup).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub watermark: Option<i64>,
 }
 
+impl RunReport {
+    fn new(job: Job, ran: bool, rows: i64, started: Instant, watermark: Option<i64>) -> Self {
+        RunReport {
+            job,
+            ran,
+            rows,
+            duration_ms: started.elapsed().as_millis() as i64,
+            watermark,
+        }
+    }
+}
+
+/// The jobs of this process: what they need, and one lock per job so a
+/// scheduled run and a manual one never overlap here.
+pub struct Jobs {
+    db: DatabaseConnection,
+    prices: PriceTable,
+    retention_days: u32,
+    settings: JobSettings,
+    locks: [Mutex<()>; 2],
+}
+
+impl Jobs {
+    pub fn new(db: DatabaseConnection, settings: &JobSettings, retention_days: u32) -> Arc<Self> {
+        Arc::new(Jobs {
+            db,
+            prices: PriceTable::new(&settings.prices),
+            retention_days,
+            settings: settings.clone(),
+            locks: [Mutex::new(()), Mutex::new(())],
+        })
+    }
+
+    /// Runs a job now (a scheduled tick or a manual trigger).
+    pub async fn run(&self, job: Job) -> Result<RunReport, JobError> {
+        let _guard = self.locks[job as usize].lock().await;
+        let started = Instant::now();
+        let result = match job {
+            Job::UsageRollup => usage_rollup::run_once(&self.db, &self.prices, started).await,
+            Job::Retention => retention::run_once(&self.db, self.retention_days, started).await,
+        };
+        match &result {
+            Ok(r) if r.ran => {
+                metrics::gauge!("job_last_run_timestamp_seconds", "job" => job.name())
+                    .set(Utc::now().timestamp() as f64);
+                metrics::gauge!("job_last_duration_seconds", "job" => job.name())
+                    .set(r.duration_ms as f64 / 1000.0);
+                metrics::gauge!("job_last_rows", "job" => job.name()).set(r.rows as f64);
+                metrics::counter!("job_runs_total", "job" => job.name(), "result" => "ok")
+                    .increment(1);
+            }
+            Ok(_) => {
+                metrics::counter!("job_runs_total", "job" => job.name(), "result" => "skipped")
+                    .increment(1);
+            }
+            Err(e) => {
+                tracing::error!(job = job.name(), error = %e, "job failed");
+                metrics::counter!("job_runs_total", "job" => job.name(), "result" => "error")
+                    .increment(1);
+                let _ = record(&self.db, job, started, 0, None, Some(e.class())).await;
+            }
+        }
+        result
+    }
+
+    /// Starts both schedules; they stop when `shutdown` turns true.
+    pub fn start(
+        self: &Arc<Self>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        Job::ALL
+            .into_iter()
+            .map(|job| tokio::spawn(self.clone().schedule(job, shutdown.clone())))
+            .collect()
+    }
+
+    async fn schedule(self: Arc<Self>, job: Job, mut shutdown: watch::Receiver<bool>) {
+        let (every, first) = match job {
+            // The rollup runs at once; retention only after its first period,
+            // so adopting a database never deletes anything the moment it starts.
+            Job::UsageRollup => (self.settings.usage_rollup_interval, Duration::ZERO),
+            Job::Retention => (
+                self.settings.retention_interval,
+                self.settings.retention_interval,
+            ),
+        };
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + first, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let _ = self.run(job).await;
+        }
+    }
+}
+
 /// Takes the job's cluster-wide lock for the current transaction.
-pub async fn try_advisory_lock<C: ConnectionTrait>(conn: &C, job: &str) -> Result<bool, DbErr> {
+async fn try_advisory_lock<C: ConnectionTrait>(conn: &C, job: Job) -> Result<bool, DbErr> {
     if conn.get_database_backend() != DbBackend::Postgres {
         // One process owns a SQLite file; the process lock is enough.
         return Ok(true);
@@ -62,7 +182,7 @@ pub async fn try_advisory_lock<C: ConnectionTrait>(conn: &C, job: &str) -> Resul
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked",
-            [format!("platform-server:{job}").into()],
+            [format!("platform-server:{}", job.name()).into()],
         ))
         .await?;
     Ok(row
@@ -72,22 +192,22 @@ pub async fn try_advisory_lock<C: ConnectionTrait>(conn: &C, job: &str) -> Resul
 }
 
 /// Records a run's outcome (the rollup writes its success with its output).
-pub async fn record<C: ConnectionTrait>(
+async fn record<C: ConnectionTrait>(
     conn: &C,
-    job: &str,
+    job: Job,
     started: Instant,
     rows: i64,
     watermark: Option<i64>,
-    error: Option<String>,
+    error: Option<&str>,
 ) -> Result<(), DbErr> {
-    let now = crate::analytics::ingest::now();
-    let ok = error.is_none();
+    let now = crate::time::now();
     let mut model = jobs::ActiveModel {
-        name: Set(job.to_string()),
+        name: Set(job.name().to_string()),
         last_run_at: Set(Some(now)),
         last_duration_ms: Set(started.elapsed().as_millis() as i64),
         last_rows: Set(rows),
-        last_error: Set(error),
+        last_error: Set(error.map(str::to_string)),
+        watermark: Set(watermark.unwrap_or(0)),
         ..Default::default()
     };
     let mut update = vec![
@@ -96,15 +216,12 @@ pub async fn record<C: ConnectionTrait>(
         jobs::Column::LastRows,
         jobs::Column::LastError,
     ];
-    if ok {
+    if error.is_none() {
         model.last_success_at = Set(Some(now));
         update.push(jobs::Column::LastSuccessAt);
     }
-    if let Some(w) = watermark {
-        model.watermark = Set(w);
+    if watermark.is_some() {
         update.push(jobs::Column::Watermark);
-    } else {
-        model.watermark = Set(0);
     }
     jobs::Entity::insert(model)
         .on_conflict(
@@ -117,126 +234,42 @@ pub async fn record<C: ConnectionTrait>(
     Ok(())
 }
 
-fn observe(report: &Result<JobReport, anyhow::Error>, job: &'static str) {
-    match report {
-        Ok(r) if r.ran => {
-            metrics::gauge!("job_last_run_timestamp_seconds", "job" => job)
-                .set(chrono::Utc::now().timestamp() as f64);
-            metrics::gauge!("job_last_duration_seconds", "job" => job)
-                .set(r.duration_ms as f64 / 1000.0);
-            metrics::gauge!("job_last_rows", "job" => job).set(r.rows as f64);
-            metrics::counter!("job_runs_total", "job" => job, "result" => "ok").increment(1);
-        }
-        Ok(_) => {
-            metrics::counter!("job_runs_total", "job" => job, "result" => "skipped").increment(1);
-        }
-        Err(e) => {
-            tracing::error!(job, error = %e, "job failed");
-            metrics::counter!("job_runs_total", "job" => job, "result" => "error").increment(1);
-        }
-    }
-}
-
-/// Runs the rollup now (scheduled tick or `POST /analytics/jobs/rollup`).
-pub async fn run_rollup(state: &AppState) -> anyhow::Result<JobReport> {
-    let _guard = state.jobs.rollup_lock.lock().await;
-    let started = Instant::now();
-    let result = rollup::run_once(&state.db, &state.jobs.prices, started).await;
-    if let Err(e) = &result {
-        let _ = record(&state.db, ROLLUP, started, 0, None, Some(e.to_string())).await;
-    }
-    observe(&result, ROLLUP);
-    result
-}
-
-/// Runs retention now (scheduled tick or `POST /analytics/jobs/retention`).
-pub async fn run_retention(state: &AppState) -> anyhow::Result<JobReport> {
-    let _guard = state.jobs.retention_lock.lock().await;
-    let started = Instant::now();
-    let result =
-        retention::run_once(&state.db, state.settings.analytics_retention_days, started).await;
-    if let Err(e) = &result {
-        let _ = record(&state.db, RETENTION, started, 0, None, Some(e.to_string())).await;
-    }
-    observe(&result, RETENTION);
-    result
-}
-
-/// Starts both schedules; they stop when `shutdown` turns true.
-pub fn start(state: AppState, shutdown: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let rollup_every = Duration::from_secs(state.settings.usage_rollup_interval);
-    let retention_every = Duration::from_secs(state.settings.retention_interval);
-    vec![
-        tokio::spawn(schedule(
-            state.clone(),
-            shutdown.clone(),
-            rollup_every,
-            ROLLUP,
-        )),
-        tokio::spawn(schedule(state, shutdown, retention_every, RETENTION)),
-    ]
-}
-
-async fn schedule(
-    state: AppState,
-    mut shutdown: watch::Receiver<bool>,
-    every: Duration,
-    job: &'static str,
-) {
-    // The rollup runs at once; retention only after its first period, so
-    // adopting a database never deletes anything the moment it starts.
-    let first = if job == RETENTION {
-        tokio::time::Instant::now() + every
-    } else {
-        tokio::time::Instant::now()
-    };
-    let mut tick = tokio::time::interval_at(first, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        let _ = match job {
-            ROLLUP => run_rollup(&state).await,
-            _ => run_retention(&state).await,
-        };
-    }
-}
-
-/// Each job's last run as `/health` reports it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobHealth {
+/// A job's last run, as every replica sees it.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
     pub name: String,
-    pub last_run_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub last_success_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_run_at: Option<DateTime<Utc>>,
+    pub last_success_at: Option<DateTime<Utc>>,
     pub duration_ms: i64,
     pub rows: i64,
     /// Seconds since the last successful run.
     pub lag_seconds: Option<i64>,
-    pub last_error: Option<String>,
+    /// An error class, never raw error text.
+    pub last_error: Option<&'static str>,
 }
 
-pub async fn health(db: &DatabaseConnection) -> Result<Vec<JobHealth>, DbErr> {
-    let now = chrono::Utc::now();
+pub async fn status(db: &DatabaseConnection) -> Result<Vec<JobStatus>, DbErr> {
+    let now = Utc::now();
     let rows = jobs::Entity::find().all(db).await?;
-    let mut out: Vec<JobHealth> = rows
+    let mut out: Vec<JobStatus> = rows
         .into_iter()
         .map(|j| {
             let lag = j.last_success_at.map(|t| (now - t.and_utc()).num_seconds());
             if let Some(l) = lag {
                 metrics::gauge!("job_lag_seconds", "job" => j.name.clone()).set(l as f64);
             }
-            JobHealth {
+            JobStatus {
                 last_run_at: j.last_run_at.map(|t| t.and_utc()),
                 last_success_at: j.last_success_at.map(|t| t.and_utc()),
                 duration_ms: j.last_duration_ms,
                 rows: j.last_rows,
                 lag_seconds: lag,
-                last_error: j.last_error,
+                last_error: j.last_error.map(|e| {
+                    ERROR_CLASSES
+                        .into_iter()
+                        .find(|c| *c == e)
+                        .unwrap_or("error")
+                }),
                 name: j.name,
             }
         })

@@ -1,33 +1,36 @@
 //! Deletes raw events and metrics older than `ANALYTICS_RETENTION_DAYS` in
-//! bounded batches (short transactions, so ingestion never waits long), and
-//! expired sessions. Usage rows stay.
+//! bounded batches (short transactions, so ingestion never waits long), the
+//! counter buckets wholly before the same horizon, and expired sessions.
+//! Usage rows stay.
 
 use std::time::Instant;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
-use super::{JobReport, RETENTION, record, try_advisory_lock};
+use super::{Job, JobError, RunReport, record, try_advisory_lock};
+use crate::analytics::counters;
+use crate::time::now;
 
 const BATCH: u64 = 10_000;
 
 /// Rows older than this are past the horizon.
-pub fn horizon(retention_days: u32) -> chrono::NaiveDateTime {
-    crate::analytics::ingest::now() - chrono::Duration::days(i64::from(retention_days))
+fn horizon(retention_days: u32) -> chrono::NaiveDateTime {
+    now() - chrono::Duration::days(i64::from(retention_days))
 }
 
-pub async fn run_once(
+pub(super) async fn run_once(
     db: &DatabaseConnection,
     retention_days: u32,
     started: Instant,
-) -> anyhow::Result<JobReport> {
+) -> Result<RunReport, JobError> {
     let cutoff = horizon(retention_days);
     let mut deleted: i64 = 0;
     let mut ran = false;
     for table in ["platform_analytics_events", "platform_analytics_metrics"] {
         loop {
             let txn = crate::db::begin_write(db).await?;
-            if !try_advisory_lock(&txn, RETENTION).await? {
+            if !try_advisory_lock(&txn, Job::Retention).await? {
                 txn.rollback().await?;
                 break;
             }
@@ -41,25 +44,15 @@ pub async fn run_once(
         }
     }
     if ran {
-        // Sessions whose refresh tokens can no longer be used (cascade).
         let txn = crate::db::begin_write(db).await?;
-        deleted += delete_batch(
-            &txn,
-            "platform_auth_sessions",
-            "expires_at",
-            crate::analytics::ingest::now(),
-        )
-        .await? as i64;
-        record(&txn, RETENTION, started, deleted, None, None).await?;
+        // The per-minute and per-hour counters of the deleted rows.
+        deleted += counters::delete_before(&txn, cutoff).await? as i64;
+        // Sessions whose refresh tokens can no longer be used (cascade).
+        deleted += delete_batch(&txn, "platform_auth_sessions", "expires_at", now()).await? as i64;
+        record(&txn, Job::Retention, started, deleted, None, None).await?;
         txn.commit().await?;
     }
-    Ok(JobReport {
-        job: RETENTION,
-        ran,
-        rows: deleted,
-        duration_ms: started.elapsed().as_millis() as i64,
-        watermark: None,
-    })
+    Ok(RunReport::new(Job::Retention, ran, deleted, started, None))
 }
 
 /// `DELETE … WHERE id IN (SELECT id … LIMIT n)`: portable and bounded.

@@ -192,13 +192,13 @@ fn config_file_overrides_files_and_env_overrides_it() {
         file.to_str().unwrap(),
     )])))
     .unwrap();
-    assert_eq!((s.port, s.log_level.as_str()), (9999, "ERROR"));
+    assert_eq!((s.http.port, s.log.level.as_str()), (9999, "ERROR"));
     let s = platform_server::config::Settings::load_with(Some(env(&[
         ("CONFIG_FILE", file.to_str().unwrap()),
         ("PORT", "7000"),
     ])))
     .unwrap();
-    assert_eq!(s.port, 7000);
+    assert_eq!(s.http.port, 7000);
     let err =
         platform_server::config::Settings::load_with(Some(env(&[("CONFIG_FILE", "/nope.toml")])))
             .unwrap_err();

@@ -365,7 +365,7 @@ async fn docs_and_spec_are_served() {
 fn committed_openapi_yaml_matches_the_handlers() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
-    let generated = platform_server::openapi::yaml();
+    let generated = platform_server::http::openapi::yaml();
     assert!(
         committed == generated,
         "openapi.yaml is out of date; regenerate it with:\n    cargo run -q -- openapi > openapi.yaml"
@@ -384,7 +384,7 @@ async fn a_panicking_handler_answers_500_json_and_the_server_goes_on() {
                 "/fine",
                 web::get().to(|| async { HttpResponse::Ok().body("fine") }),
             )
-            .wrap(from_fn(platform_server::middleware::observe)),
+            .wrap(from_fn(platform_server::http::middleware::observe)),
     )
     .await;
     let resp =

@@ -118,7 +118,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let settings = Settings::load_with(Some(env.clone())).expect("test settings are valid");
     if std::env::var("TEST_LOG").is_ok() {
         // TEST_LOG=1 cargo test -- --nocapture shows the servers' logs.
-        platform_server::telemetry::init_tracing(&settings);
+        platform_server::telemetry::init_tracing(&settings.log);
     }
     let app = Application::build(settings)
         .await
@@ -126,7 +126,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let address = format!("http://127.0.0.1:{}", app.port());
     let metrics_address = format!("http://127.0.0.1:{}", app.metrics_port().unwrap_or(0));
     // A pool of the test's own: the server closes its pool when it stops.
-    let db = platform_server::db::connect(&app.state().settings)
+    let db = platform_server::db::connect(&app.state().settings.database)
         .await
         .unwrap();
     let handle = app.server_handle();

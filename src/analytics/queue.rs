@@ -9,66 +9,52 @@
 //! with single events: 21k/s with one writer, 17–19k/s with two, 16k/s with
 //! three, as groups shrank and commits multiplied).
 
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
-
-use chrono::NaiveDateTime;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel,
-    QueryFilter,
-};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
+use sea_orm::DatabaseConnection;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
-use crate::entity::{events, metrics};
-use crate::error::ApiError;
+use super::store::{self, ROWS_PER_STATEMENT};
+use super::{Event, IngestError, Metric, NewEvent, NewMetric};
+use crate::config::AnalyticsSettings;
 
-/// Rows per INSERT statement: far below Postgres' 65,535 bind parameters.
-const ROWS_PER_STATEMENT: usize = 1000;
 const HELPER_BACKLOG: usize = ROWS_PER_STATEMENT;
 /// How often an idle helper looks at the backlog.
 const HELPER_POLL: Duration = Duration::from_millis(2);
 
-pub fn now() -> NaiveDateTime {
-    micros(chrono::Utc::now())
-}
+type Reply<T> = oneshot::Sender<Result<Vec<T>, IngestError>>;
 
-/// Truncates to microseconds, as both databases store timestamps, so that
-/// answers equal stored rows and range bounds compare like stored values.
-pub fn micros(ts: chrono::DateTime<chrono::Utc>) -> NaiveDateTime {
-    let ts = ts.naive_utc();
-    ts - chrono::Duration::nanoseconds(i64::from(ts.and_utc().timestamp_subsec_nanos() % 1000))
-}
-
-pub enum Rows {
-    Events(Vec<events::Model>),
-    Metrics(Vec<metrics::Model>),
+/// A request's rows and where its answer goes, typed by kind.
+pub(super) enum Rows {
+    Events(Vec<NewEvent>, Reply<Event>),
+    Metrics(Vec<NewMetric>, Reply<Metric>),
 }
 
 impl Rows {
     fn len(&self) -> usize {
         match self {
-            Rows::Events(v) => v.len(),
-            Rows::Metrics(v) => v.len(),
+            Rows::Events(v, _) => v.len(),
+            Rows::Metrics(v, _) => v.len(),
+        }
+    }
+
+    fn fail(self, err: IngestError) {
+        match self {
+            Rows::Events(_, reply) => {
+                let _ = reply.send(Err(err));
+            }
+            Rows::Metrics(_, reply) => {
+                let _ = reply.send(Err(err));
+            }
         }
     }
 }
 
-/// What a committed request gets back: its rows with their ids (for events
-/// with a known `event_id`, the row stored first).
-pub enum Stored {
-    Events(Vec<events::Model>),
-    Metrics(Vec<metrics::Model>),
-}
-
-type Reply = Result<Stored, ApiError>;
-
-struct Job {
-    rows: Rows,
+pub(super) struct Job {
+    pub(super) rows: Rows,
     deadline: Instant,
-    reply: oneshot::Sender<Reply>,
 }
 
 #[derive(Clone)]
@@ -93,47 +79,50 @@ impl Queue {
 }
 
 impl IngestHandle {
-    /// Queues rows and waits for their commit. A full queue answers 503 at
-    /// once; a commit that cannot happen in time (database down) 503 later.
-    pub async fn submit(&self, rows: Rows) -> Result<Stored, ApiError> {
-        let n = rows.len();
-        if n == 0 {
-            // An empty batch commits nothing and needs no writer.
-            return Ok(match rows {
-                Rows::Events(_) => Stored::Events(vec![]),
-                Rows::Metrics(_) => Stored::Metrics(vec![]),
-            });
+    /// Stores events; answers them as committed, with their ids (for a known
+    /// `event_id`, the row stored first).
+    pub async fn submit_events(&self, rows: Vec<NewEvent>) -> Result<Vec<Event>, IngestError> {
+        if rows.is_empty() {
+            return Ok(vec![]);
         }
         let (reply, rx) = oneshot::channel();
+        self.submit(Rows::Events(rows, reply), rx).await
+    }
+
+    pub async fn submit_metrics(&self, rows: Vec<NewMetric>) -> Result<Vec<Metric>, IngestError> {
+        if rows.is_empty() {
+            return Ok(vec![]);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.submit(Rows::Metrics(rows, reply), rx).await
+    }
+
+    /// Queues rows and waits for their commit. A full queue answers at once;
+    /// a commit that cannot happen in time (database down) later.
+    async fn submit<T>(
+        &self,
+        rows: Rows,
+        rx: oneshot::Receiver<Result<Vec<T>, IngestError>>,
+    ) -> Result<Vec<T>, IngestError> {
+        let n = rows.len();
         let job = Job {
             rows,
             deadline: Instant::now() + self.wait,
-            reply,
         };
         // Counted before it is queued: a writer may take it at once.
         let depth = self.queued.fetch_add(n, Ordering::Relaxed) + n;
         if self.tx.try_send(job).is_err() {
             self.queued.fetch_sub(n, Ordering::Relaxed);
             ::metrics::counter!("ingest_rejected_total", "reason" => "queue_full").increment(1);
-            return Err(ApiError::Unavailable {
-                detail: "Ingestion queue is full; retry shortly".into(),
-                retry_after: 1,
-            });
+            return Err(IngestError::QueueFull);
         }
         ::metrics::gauge!("ingest_queue_depth").set(depth as f64);
         match tokio::time::timeout(self.wait + Duration::from_secs(1), rx).await {
             Ok(Ok(reply)) => reply,
             // The writer answers every job it takes; a dropped reply or a
             // timeout means the outcome is unknown, which is never a success.
-            _ => Err(unavailable()),
+            _ => Err(IngestError::Unavailable),
         }
-    }
-}
-
-fn unavailable() -> ApiError {
-    ApiError::Unavailable {
-        detail: "Database unavailable; the data was not stored".into(),
-        retry_after: 2,
     }
 }
 
@@ -142,20 +131,22 @@ pub struct Writer {
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Starts the writer. It runs until `shutdown` turns true, then drains what
-/// is queued before it returns.
-/// Starts `writers` writer tasks sharing one queue. On Postgres two overlap
-/// one group's commit with the next group's inserts; SQLite has one writer
-/// at a time anyway.
+/// Starts the writer tasks sharing one queue (`writers` on Postgres, where
+/// two overlap one group's commit with the next group's inserts; SQLite has
+/// one writer at a time anyway). They run until `shutdown` turns true, then
+/// drain what is queued before they return.
 pub fn start(
     db: DatabaseConnection,
-    capacity: usize,
-    max_rows: usize,
-    wait: Duration,
-    writers: usize,
+    settings: &AnalyticsSettings,
     shutdown: watch::Receiver<bool>,
 ) -> Writer {
-    let (tx, rx) = mpsc::channel(capacity);
+    let writers = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => settings.writers,
+        _ => 1,
+    };
+    let max_rows = settings.max_batch_rows;
+    let wait = settings.wait_timeout;
+    let (tx, rx) = mpsc::channel(settings.queue_capacity);
     let queued = Arc::new(AtomicUsize::new(0));
     let queue = Arc::new(Queue {
         rx: Mutex::new(rx),
@@ -278,14 +269,13 @@ async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let start = Instant::now();
-        match commit(db, &jobs).await {
-            Ok(results) => {
+        match store::commit(db, &jobs).await {
+            Ok(mut stored) => {
                 ::metrics::histogram!("ingest_commit_duration_seconds")
                     .record(start.elapsed().as_secs_f64());
                 ::metrics::histogram!("ingest_batch_rows").record(rows as f64);
-                for (job, result) in jobs.into_iter().zip(results) {
-                    count_ingested(&result);
-                    let _ = job.reply.send(Ok(result));
+                for job in jobs {
+                    answer(job.rows, &mut stored);
                 }
                 return;
             }
@@ -296,7 +286,7 @@ async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
                     jobs.into_iter().partition(|j| j.deadline <= now + backoff);
                 for job in expired {
                     ::metrics::counter!("ingest_rejected_total", "reason" => "database_unavailable").increment(1);
-                    let _ = job.reply.send(Err(unavailable()));
+                    job.rows.fail(IngestError::Unavailable);
                 }
                 if live.is_empty() {
                     return;
@@ -314,150 +304,45 @@ async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
             }
             Err(e) => {
                 let job = jobs.pop().expect("one job");
-                let _ = job.reply.send(Err(ApiError::internal(e)));
+                job.rows.fail(IngestError::Database(e));
                 return;
             }
         }
     }
 }
 
-fn count_ingested(stored: &Stored) {
-    match stored {
-        Stored::Events(v) => {
-            ::metrics::counter!("ingest_rows_total", "kind" => "event").increment(v.len() as u64)
+/// Sends a job its share of the committed rows (they come back in job order).
+fn answer(rows: Rows, stored: &mut store::Committed) {
+    match rows {
+        Rows::Events(v, reply) => {
+            let mine: Vec<Event> = stored.events.by_ref().take(v.len()).collect();
+            ::metrics::counter!("ingest_rows_total", "kind" => "event")
+                .increment(mine.len() as u64);
+            let _ = reply.send(Ok(mine));
         }
-        Stored::Metrics(v) => {
-            ::metrics::counter!("ingest_rows_total", "kind" => "metric").increment(v.len() as u64)
-        }
-    }
-}
-
-async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Vec<Stored>, DbErr> {
-    let txn = crate::db::begin_write(db).await?;
-    let mut event_rows: Vec<events::Model> = vec![];
-    let mut metric_rows: Vec<metrics::Model> = vec![];
-    for job in jobs {
-        match &job.rows {
-            Rows::Events(v) => event_rows.extend(v.iter().cloned()),
-            Rows::Metrics(v) => metric_rows.extend(v.iter().cloned()),
+        Rows::Metrics(v, reply) => {
+            let mine: Vec<Metric> = stored.metrics.by_ref().take(v.len()).collect();
+            ::metrics::counter!("ingest_rows_total", "kind" => "metric")
+                .increment(mine.len() as u64);
+            let _ = reply.send(Ok(mine));
         }
     }
-    let events = insert_events(&txn, event_rows).await?;
-    let metrics = insert_metrics(&txn, metric_rows).await?;
-    super::rollups::add_metrics(&txn, &metrics).await?;
-    txn.commit().await?;
-
-    let (mut events, mut metrics) = (events.into_iter(), metrics.into_iter());
-    Ok(jobs
-        .iter()
-        .map(|job| match &job.rows {
-            Rows::Events(v) => Stored::Events(events.by_ref().take(v.len()).collect()),
-            Rows::Metrics(v) => Stored::Metrics(metrics.by_ref().take(v.len()).collect()),
-        })
-        .collect())
-}
-
-/// Inserts events; rows whose `event_id` is already stored (or appears
-/// earlier in this group) are answered with the stored row instead.
-async fn insert_events(
-    txn: &DatabaseTransaction,
-    mut rows: Vec<events::Model>,
-) -> Result<Vec<events::Model>, DbErr> {
-    let ids: Vec<String> = rows.iter().filter_map(|r| r.event_id.clone()).collect();
-    let mut known: HashMap<String, events::Model> = HashMap::new();
-    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-        for row in events::Entity::find()
-            .filter(events::Column::EventId.is_in(chunk.iter().cloned()))
-            .all(txn)
-            .await?
-        {
-            if let Some(id) = row.event_id.clone() {
-                known.insert(id, row);
-            }
-        }
-    }
-    // Indexes into `rows` that need an INSERT.
-    let mut fresh: Vec<usize> = vec![];
-    let mut first_of: HashMap<String, usize> = HashMap::new();
-    for (i, row) in rows.iter().enumerate() {
-        match &row.event_id {
-            Some(id) if known.contains_key(id) || first_of.contains_key(id) => {}
-            Some(id) => {
-                first_of.insert(id.clone(), i);
-                fresh.push(i);
-            }
-            None => fresh.push(i),
-        }
-    }
-    for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-        let models = chunk.iter().map(|&i| {
-            let mut am = rows[i].clone().into_active_model();
-            am.id = sea_orm::ActiveValue::NotSet;
-            am
-        });
-        let keys = events::Entity::insert_many(models)
-            .exec_with_returning_keys(txn)
-            .await?;
-        if keys.len() != chunk.len() {
-            return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
-        }
-        for (&i, id) in chunk.iter().zip(keys) {
-            rows[i].id = id;
-        }
-    }
-    // Only rows stored now count; retried event_ids were counted before.
-    let stored: Vec<&events::Model> = fresh.iter().map(|&i| &rows[i]).collect();
-    super::rollups::add_events(txn, &stored).await?;
-    for i in 0..rows.len() {
-        if let Some(id) = rows[i].event_id.clone() {
-            if let Some(stored) = known.get(&id) {
-                rows[i] = stored.clone();
-            } else if let Some(&first) = first_of.get(&id).filter(|&&f| f != i) {
-                rows[i] = rows[first].clone();
-            }
-        }
-    }
-    Ok(rows)
-}
-
-async fn insert_metrics(
-    txn: &DatabaseTransaction,
-    mut rows: Vec<metrics::Model>,
-) -> Result<Vec<metrics::Model>, DbErr> {
-    for chunk in rows.chunks_mut(ROWS_PER_STATEMENT) {
-        let models = chunk.iter().map(|r| {
-            let mut am = r.clone().into_active_model();
-            am.id = sea_orm::ActiveValue::NotSet;
-            am
-        });
-        let keys = metrics::Entity::insert_many(models)
-            .exec_with_returning_keys(txn)
-            .await?;
-        if keys.len() != chunk.len() {
-            return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
-        }
-        for (row, id) in chunk.iter_mut().zip(keys) {
-            row.id = id;
-        }
-    }
-    Ok(rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample_metric() -> metrics::Model {
-        metrics::Model {
-            id: 0,
+    fn sample_metric() -> NewMetric {
+        NewMetric {
             metric_name: "m".into(),
             metric_value: 1.0,
-            metric_type: "counter".into(),
+            metric_type: super::super::MetricType::Counter,
             user_id: None,
             service_name: None,
             endpoint: None,
             labels: serde_json::json!({}),
-            timestamp: now(),
+            timestamp: crate::time::now(),
         }
     }
 
@@ -473,34 +358,27 @@ mod tests {
         };
         let first = {
             let h = handle.clone();
-            tokio::spawn(async move { h.submit(Rows::Metrics(vec![sample_metric()])).await })
+            tokio::spawn(async move { h.submit_metrics(vec![sample_metric()]).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        match handle.submit(Rows::Metrics(vec![sample_metric()])).await {
-            Err(ApiError::Unavailable {
-                detail,
-                retry_after,
-            }) => {
-                assert!(detail.contains("queue is full"), "{detail}");
-                assert_eq!(retry_after, 1);
-            }
-            _ => panic!("expected 503 for a full queue"),
-        }
-        match first.await.unwrap() {
-            Err(ApiError::Unavailable { detail, .. }) => {
-                assert!(detail.contains("not stored"), "{detail}")
-            }
-            _ => panic!("expected 503 after the wait"),
-        }
+        assert!(matches!(
+            handle.submit_metrics(vec![sample_metric()]).await,
+            Err(IngestError::QueueFull)
+        ));
+        assert!(matches!(
+            first.await.unwrap(),
+            Err(IngestError::Unavailable)
+        ));
+        // An empty batch needs no writer.
+        assert!(handle.submit_events(vec![]).await.unwrap().is_empty());
     }
 
     #[test]
     fn groups_respect_the_row_limit() {
         let jobs: Vec<Job> = (0..5)
             .map(|_| Job {
-                rows: Rows::Metrics(vec![sample_metric(), sample_metric()]),
+                rows: Rows::Metrics(vec![sample_metric(), sample_metric()], oneshot::channel().0),
                 deadline: Instant::now(),
-                reply: oneshot::channel().0,
             })
             .collect();
         let sizes: Vec<usize> = chunk_jobs(jobs, 4).iter().map(Vec::len).collect();

@@ -8,17 +8,16 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{Error, HttpRequest, HttpResponse, web};
 
-use crate::analytics::dto::{EventIn, EventResponse, MetricList, MetricQuery};
-use crate::analytics::routes as analytics;
-use crate::analytics::usage::{self, CostsQuery, CostsResponse, UsageQuery, UsageRow};
-use crate::auth::dto::{
+use super::analytics::dto::{EventIn, MetricQuery};
+use super::analytics::routes as analytics;
+use super::analytics::usage::{self, CostsQuery, UsageQuery};
+use super::auth::dto::{
     LoginRequest, ProfileUpdate, RegisterRequest, TokenResponse, UserResponse, VerifyResponse,
 };
-use crate::auth::extract::AuthenticatedUser;
-use crate::auth::extract::MaybeUser;
-use crate::auth::routes as auth;
-use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use super::auth::extract::{AuthenticatedUser, MaybeUser};
+use super::auth::routes as auth;
+use super::{ApiError, AppState, ErrorBody};
+use crate::analytics::views::{CostsResponse, EventResponse, MetricList, UsageRow};
 
 /// `/login` → `/auth/login`, `/events` → `/analytics/events`, …
 pub(crate) fn successor(path: &str) -> String {
@@ -58,7 +57,7 @@ async fn deprecated(
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<RegisterRequest>,
+    body: super::body::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth::register(state, req, body).await
 }
@@ -71,7 +70,7 @@ pub async fn register(
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<LoginRequest>,
+    body: super::body::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     auth::login(state, req, body).await
 }
@@ -103,7 +102,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 pub async fn put_profile(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: crate::http::Json<ProfileUpdate>,
+    body: super::body::Json<ProfileUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     auth::put_profile(state, user, body).await
 }
@@ -116,7 +115,7 @@ pub async fn put_profile(
 pub async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<EventIn>,
+    body: super::body::Json<EventIn>,
 ) -> Result<HttpResponse, ApiError> {
     analytics::post_event(state, req, body).await
 }

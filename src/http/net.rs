@@ -5,6 +5,22 @@ use std::net::IpAddr;
 use actix_web::HttpRequest;
 use ipnet::IpNet;
 
+use crate::auth::ClientInfo;
+use crate::auth::domain::MAX_USER_AGENT_CHARS;
+use crate::config::HttpSettings;
+
+/// Who is calling: the client IP and User-Agent, as sessions and events record them.
+pub fn client_info(http: &HttpSettings, req: &HttpRequest) -> ClientInfo {
+    ClientInfo {
+        ip: client_ip(req, &http.trusted_proxies),
+        user_agent: req
+            .headers()
+            .get(actix_web::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(MAX_USER_AGENT_CHARS).collect()),
+    }
+}
+
 /// The client's IP: the peer, unless the peer is a trusted proxy, in which
 /// case the right-most `X-Forwarded-For` entry that is not itself trusted.
 pub fn client_ip(req: &HttpRequest, trusted: &[IpNet]) -> Option<IpAddr> {

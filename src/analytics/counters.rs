@@ -1,29 +1,20 @@
-//! Minute and hour rollups of events and metrics. The ingest writer adds
-//! each committed group to them in the same transaction, so they are exact
-//! and never ahead of or behind the rows. Windowed reads take whole buckets
-//! from here and the partial bucket at the window's start from the raw rows.
+//! Per-minute and per-hour counters of events and metrics (not to be
+//! confused with the usage rollup job, `jobs::usage_rollup`). The ingest
+//! writer adds each committed group to them in the same transaction, so
+//! they are exact and never ahead of or behind the rows. Windowed reads take
+//! whole buckets from here and the partial bucket at the window's start from
+//! the raw rows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use chrono::{Duration, DurationRound, NaiveDateTime};
+use chrono::NaiveDateTime;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
-use crate::entity::{events, metrics};
+use super::{Event, Metric};
+use crate::time::{Grain, ceil, trunc};
 
 /// Rows per upsert statement (3 to 5 parameters each).
 const CHUNK: usize = 500;
-
-pub fn trunc(ts: NaiveDateTime, step: Duration) -> NaiveDateTime {
-    ts.and_utc()
-        .duration_trunc(step)
-        .map_or(ts, |t| t.naive_utc())
-}
-
-/// The first bucket boundary at or after `ts`.
-pub fn ceil(ts: NaiveDateTime, step: Duration) -> NaiveDateTime {
-    let t = trunc(ts, step);
-    if t == ts { t } else { t + step }
-}
 
 /// `$1, $2…` for Postgres, `?` for SQLite.
 fn tuple(backend: DbBackend, first: usize, n: usize) -> String {
@@ -59,36 +50,24 @@ async fn upsert<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Rollup granularity: minute buckets for window edges and minute series,
-/// hour buckets for the bulk of long windows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Grain {
-    Minute,
-    Hour,
-}
-
-impl Grain {
-    pub fn step(self) -> Duration {
-        match self {
-            Grain::Minute => Duration::minutes(1),
-            Grain::Hour => Duration::hours(1),
-        }
-    }
-
-    fn events_table(self) -> &'static str {
-        match self {
-            Grain::Minute => "platform_analytics_event_minutes",
-            Grain::Hour => "platform_analytics_event_hours",
-        }
-    }
-
-    fn metrics_table(self) -> &'static str {
-        match self {
-            Grain::Minute => "platform_analytics_metric_minutes",
-            Grain::Hour => "platform_analytics_metric_hours",
-        }
+/// The counter tables a grain is read from: minutes for minutes, hours
+/// for hours and days.
+fn events_table(grain: Grain) -> &'static str {
+    match grain {
+        Grain::Minute => "platform_analytics_event_minutes",
+        Grain::Hour | Grain::Day => "platform_analytics_event_hours",
     }
 }
+
+fn metrics_table(grain: Grain) -> &'static str {
+    match grain {
+        Grain::Minute => "platform_analytics_metric_minutes",
+        Grain::Hour | Grain::Day => "platform_analytics_metric_hours",
+    }
+}
+
+/// The grains stored as counters.
+const STORED: [Grain; 2] = [Grain::Minute, Grain::Hour];
 
 /// A window from `since` on, split into what each source answers exactly:
 /// raw rows in [since, minute), minute buckets in [minute, hour), hour
@@ -110,18 +89,15 @@ pub fn split(since: NaiveDateTime) -> Split {
 
 /// Adds newly stored events. Keys are sorted, so concurrent writers on two
 /// replicas lock bucket rows in the same order and cannot deadlock.
-pub async fn add_events<C: ConnectionTrait>(
-    conn: &C,
-    rows: &[&events::Model],
-) -> Result<(), DbErr> {
-    for grain in [Grain::Minute, Grain::Hour] {
+pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result<(), DbErr> {
+    for grain in STORED {
         let mut counts: BTreeMap<(NaiveDateTime, &str), i64> = BTreeMap::new();
         for e in rows {
             *counts
                 .entry((trunc(e.timestamp, grain.step()), e.event_type.as_str()))
                 .or_default() += 1;
         }
-        let table = grain.events_table();
+        let table = events_table(grain);
         upsert(
             conn,
             &format!("INSERT INTO {table} (bucket, event_type, events)"),
@@ -138,7 +114,7 @@ pub async fn add_events<C: ConnectionTrait>(
         .iter()
         .filter_map(|e| {
             e.user_id
-                .map(|u| (trunc(e.timestamp, Duration::hours(1)), u))
+                .map(|u| (trunc(e.timestamp, Grain::Hour.step()), u))
         })
         .collect();
     upsert(
@@ -154,11 +130,8 @@ pub async fn add_events<C: ConnectionTrait>(
     .await
 }
 
-pub async fn add_metrics<C: ConnectionTrait>(
-    conn: &C,
-    rows: &[metrics::Model],
-) -> Result<(), DbErr> {
-    for grain in [Grain::Minute, Grain::Hour] {
+pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Result<(), DbErr> {
+    for grain in STORED {
         let mut sums: BTreeMap<(NaiveDateTime, &str, &str), (i64, f64)> = BTreeMap::new();
         for m in rows {
             let key = (
@@ -170,7 +143,7 @@ pub async fn add_metrics<C: ConnectionTrait>(
             slot.0 += 1;
             slot.1 += m.metric_value;
         }
-        let table = grain.metrics_table();
+        let table = metrics_table(grain);
         upsert(
             conn,
             &format!("INSERT INTO {table} (bucket, metric_name, endpoint, row_count, value_sum)"),
@@ -197,20 +170,18 @@ pub async fn add_metrics<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Retention for the rollups: buckets wholly before the horizon.
+/// Retention for the counters: buckets wholly before the horizon.
 pub async fn delete_before<C: ConnectionTrait>(
     conn: &C,
     horizon: NaiveDateTime,
 ) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
     let mut n = 0;
-    for (table, step) in [
-        ("platform_analytics_event_minutes", Duration::minutes(1)),
-        ("platform_analytics_metric_minutes", Duration::minutes(1)),
-        ("platform_analytics_event_hours", Duration::hours(1)),
-        ("platform_analytics_metric_hours", Duration::hours(1)),
-        ("platform_analytics_event_user_hours", Duration::hours(1)),
-    ] {
+    let tables = STORED
+        .iter()
+        .flat_map(|&g| [(events_table(g), g), (metrics_table(g), g)])
+        .chain([("platform_analytics_event_user_hours", Grain::Hour)]);
+    for (table, grain) in tables {
         let sql = format!(
             "DELETE FROM {table} WHERE bucket < {}",
             tuple(backend, 1, 1)
@@ -219,7 +190,7 @@ pub async fn delete_before<C: ConnectionTrait>(
             .execute_raw(Statement::from_sql_and_values(
                 backend,
                 sql,
-                [trunc(horizon, step).into()],
+                [trunc(horizon, grain.step()).into()],
             ))
             .await?
             .rows_affected();
@@ -273,7 +244,7 @@ pub async fn event_counts<C: ConnectionTrait>(
     let sql = format!(
         "SELECT {bucket} AS b, event_type, CAST(SUM(events) AS BIGINT) AS n \
          FROM {} WHERE {filter} GROUP BY 1, 2",
-        grain.events_table(),
+        events_table(grain),
     );
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -296,7 +267,7 @@ pub async fn active_users<C: ConnectionTrait>(
     since: NaiveDateTime,
 ) -> Result<i64, DbErr> {
     let backend = conn.get_database_backend();
-    let edge = ceil(since, Duration::hours(1));
+    let edge = ceil(since, Grain::Hour.step());
     let sql = format!(
         "SELECT COUNT(*) AS n FROM (\
            SELECT user_id FROM platform_analytics_event_user_hours WHERE bucket >= {p1} \
@@ -335,7 +306,7 @@ pub async fn metric_totals<C: ConnectionTrait>(
     let sql = format!(
         "SELECT endpoint, CAST(SUM(row_count) AS BIGINT) AS n, SUM(value_sum) AS s \
          FROM {} WHERE {filter} GROUP BY endpoint",
-        grain.metrics_table(),
+        metrics_table(grain),
     );
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -398,14 +369,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_round_down_and_up() {
-        let t =
-            chrono::NaiveDateTime::parse_from_str("2026-01-02 03:04:05.5", "%Y-%m-%d %H:%M:%S%.f")
-                .unwrap();
-        let m = Duration::minutes(1);
-        assert_eq!(trunc(t, m).to_string(), "2026-01-02 03:04:00");
-        assert_eq!(ceil(t, m).to_string(), "2026-01-02 03:05:00");
-        assert_eq!(ceil(trunc(t, m), m), trunc(t, m));
+    fn placeholders_follow_the_backend() {
         assert_eq!(tuple(DbBackend::Postgres, 4, 3), "($4, $5, $6)");
         assert_eq!(tuple(DbBackend::Sqlite, 4, 2), "(?, ?)");
     }

@@ -11,7 +11,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
-use crate::error::json_error;
+use super::json_error;
 
 fn reject(status: StatusCode, detail: String) -> actix_web::Error {
     actix_web::error::InternalError::from_response(detail.clone(), json_error(status, detail))

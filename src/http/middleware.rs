@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
-use crate::error::json_error;
+use super::json_error;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -138,10 +138,10 @@ pub struct ApiKeys {
 }
 
 impl ApiKeys {
-    pub fn new(keys: &[String], required: bool) -> Self {
+    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>, required: bool) -> Self {
         ApiKeys {
             digests: keys
-                .iter()
+                .into_iter()
                 .map(|k| Sha256::digest(k.as_bytes()).into())
                 .collect(),
             required,
@@ -220,7 +220,7 @@ mod tests {
 
     #[test]
     fn any_configured_key_is_accepted() {
-        let keys = ApiKeys::new(&["old".into(), "new".into()], true);
+        let keys = ApiKeys::new(["old", "new"], true);
         assert!(keys.is_valid(b"old"));
         assert!(keys.is_valid(b"new"));
         assert!(!keys.is_valid(b"ne"));

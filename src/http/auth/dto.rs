@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::{IssuedTokens, User};
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
     #[schema(example = "user@example.com")]
@@ -115,4 +117,31 @@ pub struct MessageResponse {
 pub struct UserListResponse {
     pub users: Vec<UserResponse>,
     pub total: u64,
+}
+
+impl From<&User> for UserResponse {
+    fn from(u: &User) -> Self {
+        UserResponse {
+            id: u.id,
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            is_active: u.is_active,
+            created_at: u.created_at.and_utc(),
+            updated_at: u.updated_at.and_utc(),
+            role: u.role.as_str().to_string(),
+        }
+    }
+}
+
+impl From<IssuedTokens> for TokenResponse {
+    fn from(t: IssuedTokens) -> Self {
+        TokenResponse {
+            access_token: t.access_token,
+            token_type: "bearer",
+            expires_in: t.expires_in,
+            refresh_token: t.refresh_token,
+            user: UserResponse::from(&t.user),
+        }
+    }
 }

@@ -7,7 +7,8 @@ use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use super::AppState;
+use super::jobs::JobHealth;
 
 /// A probe must answer quickly even when a dependency hangs.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,7 +25,7 @@ pub struct HealthResponse {
     pub components: Components,
     pub endpoints: Endpoints,
     /// Last run of each background job (from the database, so every replica agrees).
-    pub jobs: Vec<crate::jobs::JobHealth>,
+    pub jobs: Vec<JobHealth>,
     /// Present when unhealthy, as the original answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'static str>,
@@ -154,11 +155,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let (database, redis) = tokio::join!(check_database(&state), check_redis(&state));
     let db_ok = database.connection == "active";
     let jobs = if db_ok {
-        tokio::time::timeout(CHECK_TIMEOUT, crate::jobs::health(&state.db))
+        tokio::time::timeout(CHECK_TIMEOUT, crate::jobs::status(&state.db))
             .await
             .ok()
             .and_then(Result::ok)
             .unwrap_or_default()
+            .into_iter()
+            .map(JobHealth::from)
+            .collect()
     } else {
         vec![]
     };
@@ -168,7 +172,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         _ => "healthy",
     };
     let service_status = if db_ok { "healthy" } else { "unhealthy" };
-    let port = state.settings.port;
+    let port = state.settings.http.port;
     let body = HealthResponse {
         status,
         service: "platform-services",
@@ -230,17 +234,17 @@ pub async fn live() -> HttpResponse {
     security(()),
     responses(
         (status = 200, description = "Ready", body = Probe),
-        (status = 503, description = "Database unreachable or not migrated", body = crate::error::ErrorBody),
+        (status = 503, description = "Database unreachable or not migrated", body = super::ErrorBody),
     )
 )]
 pub async fn ready(state: web::Data<AppState>) -> HttpResponse {
     match tokio::time::timeout(CHECK_TIMEOUT, crate::db::is_ready(&state.db)).await {
         Ok(Ok(true)) => HttpResponse::Ok().json(Probe { status: "ok" }),
-        Ok(Ok(false)) => crate::error::json_error(
+        Ok(Ok(false)) => super::json_error(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "Database migrations pending",
         ),
-        _ => crate::error::json_error(
+        _ => super::json_error(
             actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
             "Database unreachable",
         ),

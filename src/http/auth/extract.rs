@@ -4,9 +4,8 @@
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
 
-use super::service::{Principal, authenticate};
-use crate::error::ApiError;
-use crate::state::AppState;
+use crate::auth::Principal;
+use crate::http::{ApiError, AppState};
 
 /// Longest bearer token accepted; real ones are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8192;
@@ -43,7 +42,7 @@ impl FromRequest for AuthenticatedUser {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let token = bearer_token(req);
         let state = state_of(req);
-        Box::pin(async move { Ok(AuthenticatedUser(authenticate(&state, &token?).await?)) })
+        Box::pin(async move { Ok(AuthenticatedUser(state.auth.authenticate(&token?).await?)) })
     }
 }
 

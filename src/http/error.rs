@@ -1,11 +1,16 @@
-//! One error type for the HTTP surface: every failure becomes `{"detail": …}`
-//! with the right status. Internal causes are logged, never sent.
+//! The HTTP error: every failure becomes `{"detail": …}` with its status.
+//! Each feature's own error is mapped here, once. Internal causes are
+//! logged, never sent.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::analytics::{IngestError, Invalid, QueryError};
+use crate::auth::AuthError;
+use crate::jobs::JobError;
 
 /// The error body of every endpoint (FastAPI's convention, kept for clients).
 #[derive(Debug, Serialize, ToSchema)]
@@ -42,10 +47,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
-        ApiError::Internal(err.into())
-    }
-
     pub fn unprocessable(msg: impl Into<String>) -> Self {
         ApiError::Unprocessable(msg.into())
     }
@@ -60,6 +61,72 @@ impl From<sea_orm::DbErr> for ApiError {
             }
         } else {
             ApiError::Internal(err.into())
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(err: Invalid) -> Self {
+        ApiError::Unprocessable(err.0)
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> Self {
+        let detail = err.to_string();
+        match err {
+            AuthError::Invalid(_) => ApiError::Unprocessable(detail),
+            AuthError::PasswordTooShort(_) | AuthError::PasswordGuessable => {
+                ApiError::BadRequest(detail)
+            }
+            AuthError::EmailTaken => ApiError::Conflict(detail),
+            AuthError::InvalidCredentials => ApiError::Unauthorized(detail),
+            AuthError::InvalidToken(_) => ApiError::InvalidToken(detail),
+            AuthError::Forbidden(_) => ApiError::Forbidden(detail),
+            AuthError::UserNotFound => ApiError::NotFound(detail),
+            AuthError::Throttled { retry_after } => ApiError::TooManyRequests {
+                detail,
+                retry_after,
+            },
+            AuthError::Database(e) => e.into(),
+            AuthError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(err: IngestError) -> Self {
+        let detail = err.to_string();
+        match err {
+            IngestError::Invalid(e) => e.into(),
+            IngestError::BatchTooLarge { .. } => ApiError::PayloadTooLarge(detail),
+            IngestError::QueueFull => ApiError::Unavailable {
+                detail,
+                retry_after: 1,
+            },
+            IngestError::Unavailable => ApiError::Unavailable {
+                detail,
+                retry_after: 2,
+            },
+            IngestError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        match err {
+            QueryError::Invalid(e) => e.into(),
+            QueryError::Forbidden(m) => ApiError::Forbidden(m.into()),
+            QueryError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(err: JobError) -> Self {
+        match err {
+            JobError::Database(e) => e.into(),
         }
     }
 }

@@ -1,97 +1,56 @@
-//! HTTP handlers of `/analytics/*`.
+//! HTTP handlers of `/analytics/*` ingestion and queries.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::dto::*;
-use super::ingest::{Rows, Stored};
-use super::queries;
-use crate::error::{ApiError, ErrorBody};
-use crate::state::AppState;
+use crate::analytics::domain::{Limits, hours};
+use crate::analytics::views::*;
+use crate::analytics::{IngestError, Invalid, NewEvent, NewMetric, queries};
+use crate::http::net::client_info;
+use crate::http::{ApiError, AppState, ErrorBody};
+use crate::time::Grain;
 
-fn limits(state: &AppState) -> Limits {
-    let now = super::ingest::now();
-    Limits {
-        json_max_bytes: state.settings.analytics_json_max_bytes,
-        // One day inside the horizon: an accepted row is not deleted by the
-        // next retention run before reads and rollups have seen it.
-        oldest: now
-            - chrono::Duration::days(i64::from(
-                state.settings.analytics_retention_days.max(2) - 1,
-            )),
-        newest: now + chrono::Duration::seconds(state.settings.ingest_clock_skew as i64),
+/// Parses a batch's items, naming the first bad one.
+fn parse_items<T, N>(
+    state: &AppState,
+    field: &str,
+    items: Vec<T>,
+    parse: impl Fn(T, &Limits) -> Result<N, Invalid>,
+) -> Result<Vec<N>, IngestError> {
+    let max = state.settings.analytics.batch_limit;
+    if items.len() > max {
+        return Err(IngestError::BatchTooLarge { max });
     }
-}
-
-/// Where the request came from, recorded on events.
-fn stamp_client(state: &AppState, req: &HttpRequest, rows: &mut [crate::entity::events::Model]) {
-    let ip = crate::net::client_ip(req, &state.trusted_proxies).map(|ip| ip.to_string());
-    let ua: Option<String> = req
-        .headers()
-        .get(actix_web::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(1024).collect());
-    for row in rows {
-        row.ip_address = ip.clone();
-        row.user_agent = ua.clone();
-    }
-}
-
-fn check_batch(state: &AppState, n: usize) -> Result<(), ApiError> {
-    let max = state.settings.analytics_batch_limit;
-    if n > max {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "Batch exceeds the limit of {max} items"
-        )));
-    }
-    Ok(())
-}
-
-fn indexed(field: &str, i: usize, e: ApiError) -> ApiError {
-    match e {
-        ApiError::Unprocessable(m) => ApiError::Unprocessable(format!("{field}[{i}]: {m}")),
-        other => other,
-    }
+    let limits = Limits::now(&state.settings.analytics);
+    Ok(items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| parse(item, &limits).map_err(|e| e.at(field, i)))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 async fn store_events(
     state: &AppState,
     req: &HttpRequest,
     items: Vec<EventIn>,
-) -> Result<Vec<crate::entity::events::Model>, ApiError> {
-    let limits = limits(state);
-    let mut rows = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| e.validate(&limits).map_err(|err| indexed("events", i, err)))
-        .collect::<Result<Vec<_>, _>>()?;
-    stamp_client(state, req, &mut rows);
-    match state.ingest.submit(Rows::Events(rows)).await? {
-        Stored::Events(v) => Ok(v),
-        Stored::Metrics(_) => Err(ApiError::internal(anyhow::anyhow!(
-            "writer answered metrics for events"
-        ))),
+) -> Result<Vec<crate::analytics::Event>, IngestError> {
+    let mut rows: Vec<NewEvent> = parse_items(state, "events", items, EventIn::parse)?;
+    // Where the request came from, recorded on events.
+    let client = client_info(&state.settings.http, req);
+    let ip = client.ip.map(|ip| ip.to_string());
+    for row in &mut rows {
+        row.ip_address = ip.clone();
+        row.user_agent = client.user_agent.clone();
     }
+    state.ingest.submit_events(rows).await
 }
 
 async fn store_metrics(
     state: &AppState,
     items: Vec<MetricIn>,
-) -> Result<Vec<crate::entity::metrics::Model>, ApiError> {
-    let limits = limits(state);
-    let rows = items
-        .into_iter()
-        .enumerate()
-        .map(|(i, m)| {
-            m.validate(&limits)
-                .map_err(|err| indexed("metrics", i, err))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    match state.ingest.submit(Rows::Metrics(rows)).await? {
-        Stored::Metrics(v) => Ok(v),
-        Stored::Events(_) => Err(ApiError::internal(anyhow::anyhow!(
-            "writer answered events for metrics"
-        ))),
-    }
+) -> Result<Vec<crate::analytics::Metric>, IngestError> {
+    let rows: Vec<NewMetric> = parse_items(state, "metrics", items, MetricIn::parse)?;
+    state.ingest.submit_metrics(rows).await
 }
 
 /// Record an event. Answered once committed; a retry with the same
@@ -108,7 +67,7 @@ async fn store_metrics(
 pub async fn post_event(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<EventIn>,
+    body: crate::http::body::Json<EventIn>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = store_events(&state, &req, vec![body.into_inner()]).await?;
     Ok(HttpResponse::Ok().json(EventResponse::from(&stored[0])))
@@ -128,11 +87,9 @@ pub async fn post_event(
 pub async fn post_events_batch(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<EventBatch>,
+    body: crate::http::body::Json<EventBatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().events;
-    check_batch(&state, items.len())?;
-    let stored = store_events(&state, &req, items).await?;
+    let stored = store_events(&state, &req, body.into_inner().events).await?;
     Ok(HttpResponse::Ok().json(BatchResponse::new("events", stored.iter().map(|e| e.id))))
 }
 
@@ -148,7 +105,7 @@ pub async fn post_events_batch(
 )]
 pub async fn post_metric(
     state: web::Data<AppState>,
-    body: crate::http::Json<MetricIn>,
+    body: crate::http::body::Json<MetricIn>,
 ) -> Result<HttpResponse, ApiError> {
     let stored = store_metrics(&state, vec![body.into_inner()]).await?;
     Ok(HttpResponse::Ok().json(MetricResponse::from(&stored[0])))
@@ -167,11 +124,9 @@ pub async fn post_metric(
 )]
 pub async fn post_metrics_batch(
     state: web::Data<AppState>,
-    body: crate::http::Json<MetricBatch>,
+    body: crate::http::body::Json<MetricBatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let items = body.into_inner().metrics;
-    check_batch(&state, items.len())?;
-    let stored = store_metrics(&state, items).await?;
+    let stored = store_metrics(&state, body.into_inner().metrics).await?;
     Ok(HttpResponse::Ok().json(BatchResponse::new("metrics", stored.iter().map(|m| m.id))))
 }
 
@@ -188,7 +143,13 @@ pub async fn list_metrics(
     state: web::Data<AppState>,
     query: web::Query<MetricQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(queries::list_metrics(&state.db, query.into_inner()).await?))
+    let (filter, page) = query.into_inner().parse()?;
+    let (rows, next_cursor) = queries::list_metrics(&state.db, filter, &page).await?;
+    Ok(HttpResponse::Ok().json(MetricList {
+        count: rows.len(),
+        metrics: rows.iter().map(MetricResponse::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Events, newest first, with keyset pagination.
@@ -204,7 +165,21 @@ pub async fn list_events(
     state: web::Data<AppState>,
     query: web::Query<EventQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(queries::list_events(&state.db, query.into_inner()).await?))
+    let (filter, page) = query.into_inner().parse()?;
+    events_page(&state, filter, &page).await
+}
+
+async fn events_page(
+    state: &AppState,
+    filter: crate::analytics::domain::EventFilter,
+    page: &crate::analytics::domain::Page,
+) -> Result<HttpResponse, ApiError> {
+    let (rows, next_cursor) = queries::list_events(&state.db, filter, page).await?;
+    Ok(HttpResponse::Ok().json(EventList {
+        count: rows.len(),
+        events: rows.iter().map(EventResponse::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// A user's events, newest first.
@@ -221,17 +196,12 @@ pub async fn user_events(
     user_id: web::Path<i64>,
     query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
-    let query = EventQuery {
-        event_type: None,
-        user_id: Some(user_id.into_inner()),
-        session_id: None,
-        from: q.from,
-        to: q.to,
-        limit: q.limit,
-        cursor: q.cursor,
+    let page = query.into_inner().parse()?;
+    let filter = crate::analytics::domain::EventFilter {
+        user_id: crate::analytics::domain::user_id(Some(user_id.into_inner()))?,
+        ..Default::default()
     };
-    Ok(HttpResponse::Ok().json(queries::list_events(&state.db, query).await?))
+    events_page(&state, filter, &page).await
 }
 
 /// Event counts by type over the last `hours`, most first.
@@ -247,8 +217,8 @@ pub async fn by_type(
     state: web::Data<AppState>,
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let hours = queries::hours(query.hours)?;
-    let since = super::ingest::now() - chrono::Duration::hours(hours);
+    let hours = hours(query.hours)?;
+    let since = crate::time::now() - chrono::Duration::hours(hours);
     Ok(HttpResponse::Ok().json(ByType {
         event_types: queries::event_types(&state.db, since, None).await?,
     }))
@@ -268,17 +238,11 @@ pub async fn timeseries(
     query: web::Query<TimeseriesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
-    let interval = queries::Interval::parse(q.interval.as_deref())?;
-    let hours = queries::hours(q.hours)?;
-    if q.event_type
-        .as_ref()
-        .is_some_and(|t| t.chars().count() > 100)
-    {
-        return Err(ApiError::unprocessable(
-            "event_type must be at most 100 characters",
-        ));
-    }
-    let buckets = queries::timeseries(&state.db, interval, hours, q.event_type.as_deref()).await?;
+    let interval = Grain::parse(q.interval.as_deref().unwrap_or("hour"))
+        .ok_or_else(|| Invalid::new("interval must be minute, hour or day"))?;
+    let hours = hours(q.hours)?;
+    let event_type = crate::analytics::domain::filter("event_type", q.event_type, 100)?;
+    let buckets = queries::timeseries(&state.db, interval, hours, event_type.as_deref()).await?;
     Ok(HttpResponse::Ok().json(Timeseries {
         interval: interval.name().into(),
         buckets,
@@ -298,7 +262,7 @@ pub async fn dashboard(
     state: web::Data<AppState>,
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let hours = queries::hours(query.hours)?;
+    let hours = hours(query.hours)?;
     Ok(HttpResponse::Ok().json(queries::dashboard(&state.db, hours).await?))
 }
 

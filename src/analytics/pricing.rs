@@ -106,6 +106,36 @@ pub fn nano_to_dollars(nano: i64) -> f64 {
     nano as f64 / 1e9
 }
 
+/// Usage totals: of a bucket, a slice of one, or a report.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    pub calls: i64,
+    pub tokens: i64,
+    pub pico: i128,
+}
+
+impl Totals {
+    /// What a stored usage or breakdown row holds.
+    pub fn stored(calls: i64, tokens: i64, nano: i64, rem: i16) -> Self {
+        Totals {
+            calls,
+            tokens,
+            pico: join_pico(nano, rem),
+        }
+    }
+
+    // Saturating: a counter pinned at its limit beats a wrapped one.
+    pub fn add(&mut self, o: &Totals) {
+        self.calls = self.calls.saturating_add(o.calls);
+        self.tokens = self.tokens.saturating_add(o.tokens);
+        self.pico = self.pico.saturating_add(o.pico);
+    }
+
+    pub fn dollars(&self) -> f64 {
+        nano_to_dollars(pico_to_nano(self.pico))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

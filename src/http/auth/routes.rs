@@ -3,28 +3,14 @@
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use actix_web::HttpMessage;
+
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
-use super::password::MAX_PASSWORD_BYTES;
-use super::service::{self, ClientInfo, ROLE_USER};
-use super::throttle;
-use crate::entity::users;
-use crate::error::{ApiError, ErrorBody};
-use crate::middleware::{API_KEY_HEADER, ApiKeyPresented, ApiKeys};
-use crate::state::AppState;
-use actix_web::HttpMessage;
-use sea_orm::EntityTrait;
-
-fn client_info(state: &AppState, req: &HttpRequest) -> ClientInfo {
-    ClientInfo {
-        ip: crate::net::client_ip(req, &state.trusted_proxies),
-        user_agent: req
-            .headers()
-            .get(actix_web::http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(1000).collect()),
-    }
-}
+use crate::auth::{NewAccount, Role, UserFilter};
+use crate::http::middleware::{API_KEY_HEADER, ApiKeyPresented, ApiKeys};
+use crate::http::net::client_info;
+use crate::http::{ApiError, AppState, ErrorBody};
 
 /// Register a user; answers tokens like login.
 #[utoipa::path(
@@ -40,64 +26,15 @@ fn client_info(state: &AppState, req: &HttpRequest) -> ClientInfo {
 pub async fn register(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<RegisterRequest>,
+    body: crate::http::body::Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user = service::create_user(
-        &state,
-        &body.email,
-        &body.password,
-        body.first_name,
-        body.last_name,
-        ROLE_USER,
-    )
-    .await?;
-    metrics::counter!("auth_registrations_total").increment(1);
-    tracing::info!(audit = "register", user_id = user.id);
-    let tokens = service::start_session(&state, &user, &client_info(&state, &req)).await?;
-    Ok(HttpResponse::Created().json(tokens))
-}
-
-async fn password_login(
-    state: &AppState,
-    req: &HttpRequest,
-    email: &str,
-    password: &str,
-) -> Result<TokenResponse, ApiError> {
-    let email = service::normalize_email(email)?;
-    if password.len() > MAX_PASSWORD_BYTES {
-        return Err(ApiError::unprocessable(format!(
-            "Password must be at most {MAX_PASSWORD_BYTES} bytes"
-        )));
-    }
-    let client = client_info(state, req);
-    throttle::check(state, &email, client.ip).await?;
-    let user = service::find_by_email(state, &email).await?;
-    // Unknown email, inactive user and wrong password cost one bcrypt
-    // verify each and answer the same body.
-    let matches = state
+    let account = NewAccount::parse(&body.email, body.password, body.first_name, body.last_name)?;
+    let tokens = state
         .auth
-        .hasher
-        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .register(account, &client_info(&state.settings.http, &req))
         .await?;
-    let user = match user {
-        Some(u) if matches && u.is_active => u,
-        other => {
-            throttle::record_failure(state, &email, client.ip).await;
-            let reason = match other {
-                None => "unknown_email",
-                Some(u) if !u.is_active => "inactive",
-                Some(_) => "wrong_password",
-            };
-            metrics::counter!("auth_logins_total", "result" => "failure").increment(1);
-            tracing::info!(audit = "login", result = "failure", reason, ip = ?client.ip);
-            return Err(ApiError::Unauthorized("Invalid credentials".into()));
-        }
-    };
-    throttle::clear(state, &email).await;
-    metrics::counter!("auth_logins_total", "result" => "success").increment(1);
-    tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);
-    service::start_session(state, &user, &client).await
+    Ok(HttpResponse::Created().json(TokenResponse::from(tokens)))
 }
 
 /// Log in with email and password.
@@ -114,10 +51,14 @@ async fn password_login(
 pub async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
-    body: crate::http::Json<LoginRequest>,
+    body: crate::http::body::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = password_login(&state, &req, &body.email, &body.password).await?;
-    Ok(HttpResponse::Ok().json(tokens))
+    let client = client_info(&state.settings.http, &req);
+    let tokens = state
+        .auth
+        .login(&body.email, &body.password, &client)
+        .await?;
+    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
 }
 
 /// OAuth2 password grant (form-encoded), used by Swagger UI's Authorize button.
@@ -153,10 +94,14 @@ pub async fn token(
     if form.grant_type.as_deref().is_some_and(|g| g != "password") {
         return Err(ApiError::unprocessable("grant_type must be password"));
     }
-    let tokens = password_login(&state, &req, &form.username, &form.password).await?;
+    let client = client_info(&state.settings.http, &req);
+    let tokens = state
+        .auth
+        .login(&form.username, &form.password, &client)
+        .await?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(tokens))
+        .json(TokenResponse::from(tokens)))
 }
 
 /// Rotate a refresh token: answers new tokens; the old refresh token is spent.
@@ -170,12 +115,12 @@ pub async fn token(
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: crate::http::Json<RefreshRequest>,
+    body: crate::http::body::Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = service::refresh(&state, &body.refresh_token).await?;
+    let tokens = state.auth.refresh(&body.refresh_token).await?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(tokens))
+        .json(TokenResponse::from(tokens)))
 }
 
 /// End the session of the bearer token (and of a given refresh token).
@@ -191,10 +136,10 @@ pub async fn refresh(
 pub async fn logout(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: crate::http::MaybeJson<LogoutRequest>,
+    body: crate::http::body::MaybeJson<LogoutRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let refresh = body.0.and_then(|b| b.refresh_token);
-    service::logout(&state, &user.0, refresh.as_deref()).await?;
+    state.auth.logout(&user.0, refresh.as_deref()).await?;
     Ok(HttpResponse::Ok().json(MessageResponse {
         message: "Logged out successfully".into(),
     }))
@@ -221,7 +166,7 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
     resp.insert_header((CACHE_CONTROL, "no-store"))
         .insert_header(("X-User-Id", u.id.to_string()))
-        .insert_header(("X-User-Role", u.role.clone()));
+        .insert_header(("X-User-Role", u.role.as_str()));
     if let Ok(email) = HeaderValue::from_str(&u.email) {
         resp.insert_header(("X-User-Email", email));
     }
@@ -259,11 +204,13 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 pub async fn put_profile(
     state: web::Data<AppState>,
     user: AuthenticatedUser,
-    body: crate::http::Json<ProfileUpdate>,
+    body: crate::http::body::Json<ProfileUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let updated =
-        service::update_profile(&state, user.0.user.id, body.first_name, body.last_name).await?;
+    let updated = state
+        .auth
+        .update_profile(user.0.user.id, body.first_name, body.last_name)
+        .await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(&updated)))
 }
 
@@ -284,22 +231,11 @@ pub async fn list_users(
     _admin: Admin,
     query: web::Query<UserListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::unprocessable("limit must be between 1 and 1000"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset > 10_000_000 {
-        return Err(ApiError::unprocessable("offset must be at most 10000000"));
-    }
-    if query.email.as_ref().is_some_and(|e| e.len() > 255) {
-        return Err(ApiError::unprocessable(
-            "email filter must be at most 255 characters",
-        ));
-    }
-    let (rows, total) = service::list_users(&state, limit, offset, query.email.as_deref()).await?;
+    let q = query.into_inner();
+    let filter = UserFilter::parse(q.limit, q.offset, q.email)?;
+    let (users, total) = state.auth.list_users(&filter).await?;
     Ok(HttpResponse::Ok().json(UserListResponse {
-        users: rows.iter().map(UserResponse::from).collect(),
+        users: users.iter().map(UserResponse::from).collect(),
         total,
     }))
 }
@@ -320,10 +256,7 @@ pub async fn get_user(
     _admin: Admin,
     id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    let user = users::Entity::find_by_id(id.into_inner())
-        .one(&state.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("User not found".into()))?;
+    let user = state.auth.get_user(id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(&user)))
 }
 
@@ -345,11 +278,14 @@ pub async fn patch_user(
     state: web::Data<AppState>,
     admin: Admin,
     id: web::Path<i32>,
-    body: crate::http::Json<AdminUserUpdate>,
+    body: crate::http::body::Json<AdminUserUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let user =
-        service::admin_update(&state, &admin.0, id.into_inner(), body.role, body.is_active).await?;
+    let role = body.role.as_deref().map(Role::parse).transpose()?;
+    let user = state
+        .auth
+        .admin_update(&admin.0, id.into_inner(), role, body.is_active)
+        .await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(&user)))
 }
 
@@ -371,13 +307,7 @@ pub async fn delete_user(
     user: AuthenticatedUser,
     id: web::Path<i32>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    if id != user.0.user.id && !user.0.is_admin() {
-        return Err(ApiError::Forbidden(
-            "Can only delete your own account".into(),
-        ));
-    }
-    service::deactivate(&state, &user.0, id).await?;
+    state.auth.deactivate(&user.0, id.into_inner()).await?;
     Ok(HttpResponse::Ok().json(MessageResponse {
         message: "User account deactivated successfully".into(),
     }))

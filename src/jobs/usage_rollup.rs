@@ -15,20 +15,21 @@
 //! rolled back).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime};
 use futures_util::StreamExt;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use std::time::Instant;
 
-use super::pricing::{
-    PriceTable, TokenType, dollars_to_pico, join_pico, nano_to_dollars, split_pico,
+use super::{Job, JobError, RunReport, record, try_advisory_lock};
+use crate::analytics::domain::Period;
+use crate::analytics::pricing::{
+    PriceTable, TokenType, Totals, dollars_to_pico, nano_to_dollars, split_pico,
 };
-use super::{JobReport, ROLLUP, record, try_advisory_lock};
 use crate::entity::{jobs, metrics, usage, usage_breakdown};
 
 pub const SOURCES: [&str; 3] = ["api_calls", "tokens_used", "cost_usd"];
@@ -43,41 +44,16 @@ const GAPS_PER_QUERY: usize = 500;
 const USERS_PER_QUERY: usize = 500;
 const ROWS_PER_UPSERT: usize = 1000;
 
-/// Totals of one bucket, or of one (service, model) slice of it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Totals {
-    pub calls: i64,
-    pub tokens: i64,
-    pub pico: i128,
-}
-
-impl Totals {
-    /// What a stored usage or breakdown row holds.
-    fn stored(calls: i64, tokens: i64, nano: i64, rem: i16) -> Self {
-        Totals {
-            calls,
-            tokens,
-            pico: join_pico(nano, rem),
-        }
-    }
-
-    // Saturating: a counter pinned at its limit beats a wrapped one.
-    fn add(&mut self, o: &Totals) {
-        self.calls = self.calls.saturating_add(o.calls);
-        self.tokens = self.tokens.saturating_add(o.tokens);
-        self.pico = self.pico.saturating_add(o.pico);
-    }
-}
-
 type Slice = (String, String);
 
+/// A (user, day)'s totals and its (service, model) slices.
 #[derive(Debug, Default)]
-struct Bucket {
+struct DayTotals {
     total: Totals,
     slices: BTreeMap<Slice, Totals>,
 }
 
-impl Bucket {
+impl DayTotals {
     fn add(&mut self, slice: &Slice, t: &Totals) {
         self.total.add(t);
         match self.slices.get_mut(slice) {
@@ -88,7 +64,7 @@ impl Bucket {
         }
     }
 
-    fn merge(&mut self, o: &Bucket) {
+    fn merge(&mut self, o: &DayTotals) {
         self.total.add(&o.total);
         for (slice, t) in &o.slices {
             self.slices.entry(slice.clone()).or_default().add(t);
@@ -156,7 +132,7 @@ fn select_rows() -> sea_orm::Select<metrics::Entity> {
 }
 
 /// Adds a metric to its (user, day) bucket.
-fn tally(days: &mut HashMap<(i32, NaiveDate), Bucket>, prices: &PriceTable, m: &MetricRow) {
+fn tally(days: &mut HashMap<(i32, NaiveDate), DayTotals>, prices: &PriceTable, m: &MetricRow) {
     let Some(user) = m.user_id else { return };
     if !SOURCES.contains(&m.metric_name.as_str()) {
         return;
@@ -203,23 +179,17 @@ fn month_start(d: NaiveDate) -> NaiveDate {
     d.with_day(1).expect("day one exists")
 }
 
-pub async fn run_once(
+pub(super) async fn run_once(
     db: &DatabaseConnection,
     prices: &PriceTable,
     started: Instant,
-) -> anyhow::Result<JobReport> {
+) -> Result<RunReport, JobError> {
     let txn = crate::db::begin_write(db).await?;
-    if !try_advisory_lock(&txn, ROLLUP).await? {
+    if !try_advisory_lock(&txn, Job::UsageRollup).await? {
         txn.rollback().await?;
-        return Ok(JobReport {
-            job: ROLLUP,
-            ran: false,
-            rows: 0,
-            duration_ms: started.elapsed().as_millis() as i64,
-            watermark: None,
-        });
+        return Ok(RunReport::new(Job::UsageRollup, false, 0, started, None));
     }
-    let job = jobs::Entity::find_by_id(ROLLUP.to_string())
+    let job = jobs::Entity::find_by_id(Job::UsageRollup.name().to_string())
         .one(&txn)
         .await?;
     let watermark = job.as_ref().map_or(0, |j| j.watermark);
@@ -234,7 +204,7 @@ pub async fn run_once(
         .filter(|g| now - g.2 < GAP_TTL_SECS)
         .collect();
 
-    let mut days: HashMap<(i32, NaiveDate), Bucket> = HashMap::new();
+    let mut days: HashMap<(i32, NaiveDate), DayTotals> = HashMap::new();
     // Rows committed into earlier gaps since the last run. The gap ranges
     // and the new rows are disjoint, so each query may see its own snapshot.
     let mut found = Vec::new();
@@ -281,16 +251,16 @@ pub async fn run_once(
     }
 
     // A month moves by the sum of its days' moves.
-    let mut periods: BTreeMap<(&str, NaiveDate), BTreeMap<i32, Bucket>> = BTreeMap::new();
+    let mut periods: BTreeMap<(&str, NaiveDate), BTreeMap<i32, DayTotals>> = BTreeMap::new();
     for ((user, day), bucket) in days {
         periods
-            .entry(("monthly", month_start(day)))
+            .entry((Period::Monthly.as_str(), month_start(day)))
             .or_default()
             .entry(user)
             .or_default()
             .merge(&bucket);
         periods
-            .entry(("daily", day))
+            .entry((Period::Daily.as_str(), day))
             .or_default()
             .insert(user, bucket);
     }
@@ -304,23 +274,31 @@ pub async fn run_once(
             changed += store(&txn, period, day_start(*date), chunk, users, fresh).await?;
         }
     }
-    record(&txn, ROLLUP, started, changed, Some(new_watermark), None).await?;
+    record(
+        &txn,
+        Job::UsageRollup,
+        started,
+        changed,
+        Some(new_watermark),
+        None,
+    )
+    .await?;
     if gaps != stored_gaps {
         let text = (!gaps.is_empty()).then(|| serde_json::to_string(&gaps).expect("ints"));
         jobs::Entity::update_many()
             .col_expr(jobs::Column::Gaps, sea_orm::sea_query::Expr::value(text))
-            .filter(jobs::Column::Name.eq(ROLLUP))
+            .filter(jobs::Column::Name.eq(Job::UsageRollup.name()))
             .exec(&txn)
             .await?;
     }
     txn.commit().await?;
-    Ok(JobReport {
-        job: ROLLUP,
-        ran: true,
-        rows: changed,
-        duration_ms: started.elapsed().as_millis() as i64,
-        watermark: Some(new_watermark),
-    })
+    Ok(RunReport::new(
+        Job::UsageRollup,
+        true,
+        changed,
+        started,
+        Some(new_watermark),
+    ))
 }
 
 /// The value a row should hold after adding `delta`, or `None` when it
@@ -346,10 +324,10 @@ async fn store(
     period: &str,
     date: NaiveDateTime,
     users: &[i32],
-    deltas: &BTreeMap<i32, Bucket>,
+    deltas: &BTreeMap<i32, DayTotals>,
     fresh: bool,
-) -> anyhow::Result<i64> {
-    let now = crate::analytics::ingest::now();
+) -> Result<i64, DbErr> {
+    let now = crate::time::now();
     let totals: HashMap<i32, Totals> = usage::Entity::find()
         .filter(usage::Column::PeriodType.eq(period))
         .filter(usage::Column::Date.eq(date))

@@ -1,0 +1,193 @@
+//! The values auth works with, parsed from input before they reach a service.
+
+use std::net::IpAddr;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::AuthError;
+use crate::entity::users;
+
+/// Longest User-Agent kept (sessions, events).
+pub const MAX_USER_AGENT_CHARS: usize = 1000;
+
+/// A trimmed, lower-cased, valid email address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, AuthError> {
+        let email = raw.trim().to_lowercase();
+        if email.len() > 255 || !email_address::EmailAddress::is_valid(&email) {
+            return Err(AuthError::invalid("Invalid email address"));
+        }
+        Ok(Email(email))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A first or last name: trimmed, at most 100 characters.
+pub fn parse_name(field: &str, value: Option<String>) -> Result<Option<String>, AuthError> {
+    match value {
+        Some(v) if v.chars().count() > 100 => Err(AuthError::invalid(format!(
+            "{field} must be at most 100 characters"
+        ))),
+        other => Ok(other.map(|v| v.trim().to_string())),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(value: &str) -> Result<Self, AuthError> {
+        match value {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            _ => Err(AuthError::invalid("role must be user or admin")),
+        }
+    }
+
+    /// As stored; anything but `admin` has no privileges.
+    pub fn from_stored(value: &str) -> Self {
+        if value == "admin" {
+            Role::Admin
+        } else {
+            Role::User
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// A user as the rest of the server sees it (and the cache holds it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: i32,
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub is_active: bool,
+    pub role: Role,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+impl From<&users::Model> for User {
+    fn from(u: &users::Model) -> Self {
+        User {
+            id: u.id,
+            email: u.email.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            is_active: u.is_active,
+            role: Role::from_stored(&u.role),
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// An authenticated caller: a valid, unrevoked token of an active user.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: User,
+    /// The session id, or for tokens the original issued (no `sid`) a
+    /// pseudo-session derived from the token, so they can be revoked too.
+    pub session_id: String,
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.user.role == Role::Admin
+    }
+}
+
+/// Where a login or registration came from.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// What a login, registration or refresh hands out.
+#[derive(Debug)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub refresh_token: String,
+    pub user: User,
+}
+
+/// A new account as registration asks for it.
+pub struct NewAccount {
+    pub email: Email,
+    pub password: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+}
+
+impl NewAccount {
+    pub fn parse(
+        email: &str,
+        password: String,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<Self, AuthError> {
+        Ok(NewAccount {
+            email: Email::parse(email)?,
+            password,
+            first_name: parse_name("first_name", first_name)?,
+            last_name: parse_name("last_name", last_name)?,
+        })
+    }
+}
+
+/// A page of the admin user list.
+pub struct UserFilter {
+    pub limit: u64,
+    pub offset: u64,
+    /// Case-insensitive substring of the email.
+    pub email: Option<String>,
+}
+
+impl UserFilter {
+    pub fn parse(
+        limit: Option<u64>,
+        offset: Option<u64>,
+        email: Option<String>,
+    ) -> Result<Self, AuthError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(AuthError::invalid("limit must be between 1 and 1000"));
+        }
+        let offset = offset.unwrap_or(0);
+        if offset > 10_000_000 {
+            return Err(AuthError::invalid("offset must be at most 10000000"));
+        }
+        if email.as_ref().is_some_and(|e| e.len() > 255) {
+            return Err(AuthError::invalid(
+                "email filter must be at most 255 characters",
+            ));
+        }
+        Ok(UserFilter {
+            limit,
+            offset,
+            email: email
+                .map(|e| e.trim().to_lowercase())
+                .filter(|e| !e.is_empty()),
+        })
+    }
+}

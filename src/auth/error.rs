@@ -1,0 +1,42 @@
+//! What the auth services answer when they refuse. The HTTP edge maps each
+//! variant to a status once (`http::error`).
+
+use sea_orm::DbErr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Malformed input: an email, a name, a role, an overlong password.
+    #[error("{0}")]
+    Invalid(String),
+    /// The original's status and wording.
+    #[error("Password must be at least {0} characters")]
+    PasswordTooShort(usize),
+    #[error(
+        "Password is too easy to guess: it is common, has been breached, or is built from your email or name"
+    )]
+    PasswordGuessable,
+    #[error("Email already registered")]
+    EmailTaken,
+    /// Unknown email, inactive user and wrong password alike.
+    #[error("Invalid credentials")]
+    InvalidCredentials,
+    /// A bearer or refresh token that does not (or no longer) authenticate.
+    #[error("{0}")]
+    InvalidToken(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("User not found")]
+    UserNotFound,
+    #[error("Too many failed login attempts; try again later")]
+    Throttled { retry_after: u64 },
+    #[error(transparent)]
+    Database(#[from] DbErr),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AuthError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        AuthError::Invalid(msg.into())
+    }
+}

@@ -1,0 +1,54 @@
+//! Login and registration, each one call: throttle, verify, session, audit.
+
+use super::password::check_length;
+use super::{Auth, AuthError, ClientInfo, Email, IssuedTokens, NewAccount, Role, User};
+
+impl Auth {
+    /// Registers a user and logs them in.
+    pub async fn register(
+        &self,
+        account: NewAccount,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, AuthError> {
+        let user = self.create_user(account, Role::User).await?;
+        metrics::counter!("auth_registrations_total").increment(1);
+        tracing::info!(audit = "register", user_id = user.id);
+        self.start_session(User::from(&user), client).await
+    }
+
+    /// Logs in with email and password. Unknown email, inactive user and
+    /// wrong password cost one bcrypt verify each and answer alike.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<IssuedTokens, AuthError> {
+        let email = Email::parse(email)?;
+        check_length(password)?;
+        self.throttle.check(&email, client.ip).await?;
+        let user = self.find_by_email(&email).await?;
+        let matches = self
+            .hasher
+            .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+            .await?;
+        let user = match user {
+            Some(u) if matches && u.is_active => u,
+            other => {
+                self.throttle.record_failure(&email, client.ip).await;
+                let reason = match other {
+                    None => "unknown_email",
+                    Some(u) if !u.is_active => "inactive",
+                    Some(_) => "wrong_password",
+                };
+                metrics::counter!("auth_logins_total", "result" => "failure").increment(1);
+                tracing::info!(audit = "login", result = "failure", reason, ip = ?client.ip);
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        self.throttle.clear(&email).await;
+        metrics::counter!("auth_logins_total", "result" => "success").increment(1);
+        tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);
+        self.start_session(User::from(&user), client).await
+    }
+}

@@ -1,0 +1,195 @@
+//! Typed settings, one section per concern. Built once at start from the
+//! layered sources (see `mod.rs`); nothing here is parsed again later.
+//! Secrets are `secrecy` types: `Debug` prints `[REDACTED]`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnvironment {
+    Development,
+    Test,
+    Production,
+}
+
+impl RunEnvironment {
+    pub fn name(self) -> &'static str {
+        match self {
+            RunEnvironment::Development => "development",
+            RunEnvironment::Test => "test",
+            RunEnvironment::Production => "production",
+        }
+    }
+}
+
+impl std::fmt::Display for RunEnvironment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: RunEnvironment,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+    pub api_keys: ApiKeySettings,
+    pub database: DatabaseSettings,
+    pub cache: CacheSettings,
+    pub auth: AuthSettings,
+    pub analytics: AnalyticsSettings,
+    pub jobs: JobSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// As configured (`INFO`, `WARNING`, …).
+    pub level: String,
+    /// The tracing level it means (`info`, `warn`, …).
+    pub filter: &'static str,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub metrics_port: u16,
+    pub metrics_enabled: bool,
+    /// Seconds in-flight requests get after SIGTERM.
+    pub shutdown_timeout: u64,
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// 0: one per core.
+    pub workers: usize,
+    /// `None`: any origin, without credentials.
+    pub cors_origins: Option<Vec<String>>,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiKeySettings {
+    /// `API_KEY` and the `API_KEYS` list.
+    pub keys: Vec<SecretString>,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `postgres://…` or `sqlite:…`; `None` means the embedded SQLite file.
+    pub url: Option<SecretString>,
+    pub sqlite_path: PathBuf,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub run_migrations: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// With `REDIS_PASSWORD` merged in; `None` means the in-process cache.
+    pub redis_url: Option<SecretString>,
+    pub key_prefix: String,
+    pub pool_size: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub jwt: JwtSettings,
+    pub password: PasswordPolicy,
+    pub throttle: ThrottleSettings,
+    pub refresh_ttl: Duration,
+    /// How long a rotated refresh token still answers its child.
+    pub refresh_reuse_grace: Duration,
+    /// The first admin, created at start.
+    pub admin: Option<AdminAccount>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    EdDsa,
+    Rs256,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub secret: SecretString,
+    pub algorithm: JwtAlgorithm,
+    pub expires_in: Duration,
+    pub issuer: String,
+    /// Seconds of clock skew tolerated on `exp`.
+    pub leeway: u64,
+    /// PEM private key of EdDSA or RS256 (read when the keys are built).
+    pub private_key_file: Option<PathBuf>,
+    pub key_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    pub reject_guessable: bool,
+    pub hash_rounds: u32,
+    /// Concurrent bcrypt operations; 0 means one per core.
+    pub hash_concurrency: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThrottleSettings {
+    /// Failed logins per email within the window before 429.
+    pub max_failures: u32,
+    /// The same per client IP.
+    pub ip_max_failures: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminAccount {
+    pub email: String,
+    pub password: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct AnalyticsSettings {
+    pub retention_days: u32,
+    /// Accepted and ignored: the original's meaning is unclear.
+    pub metrics_batch_size: usize,
+    /// Most items in one batch request.
+    pub batch_limit: usize,
+    /// Largest `event_data` or `labels`, in bytes of JSON.
+    pub json_max_bytes: usize,
+    /// How far ahead a client timestamp may lie.
+    pub clock_skew: Duration,
+    pub queue_capacity: usize,
+    pub max_batch_rows: usize,
+    pub wait_timeout: Duration,
+    /// Group-commit writers on Postgres.
+    pub writers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub usage_rollup_interval: Duration,
+    pub retention_interval: Duration,
+    /// The price table, checked.
+    pub prices: Vec<PriceEntry>,
+}
+
+/// One row of the price table, as configured (dollars per million tokens).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
+pub struct PriceEntry {
+    pub model: String,
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+    /// RFC 3339 or a plain date (`2025-01-01`, midnight UTC).
+    pub effective_from: String,
+}

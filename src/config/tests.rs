@@ -1,0 +1,139 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn durations_use_the_original_units() {
+    assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+    assert_eq!(parse_duration("30m"), Some(Duration::from_secs(1_800)));
+    assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+    assert_eq!(parse_duration("3600"), Some(Duration::from_secs(3_600)));
+    assert_eq!(parse_duration("0"), None);
+    assert_eq!(parse_duration("1w"), None);
+    assert_eq!(parse_duration("h"), None);
+}
+
+#[test]
+fn defaults_load_with_an_empty_environment() {
+    let s = Settings::load_with(Some(env(&[]))).unwrap();
+    assert_eq!(s.http.port, 8007);
+    assert_eq!(s.http.bind_address.to_string(), "0.0.0.0");
+    assert_eq!(s.http.metrics_port, 9464);
+    assert!(s.api_keys.required);
+    assert!(s.database.url.is_none());
+    assert_eq!(s.auth.jwt.expires_in, Duration::from_secs(86_400));
+}
+
+#[test]
+fn original_environment_names_override() {
+    let s = Settings::load_with(Some(env(&[
+        ("PORT", "9000"),
+        ("JWT_EXPIRES_IN", "15m"),
+        ("REQUIRE_API_KEY", "false"),
+        ("DATABASE_URL", "postgresql://u:p@h/db"),
+        ("CORS_ORIGINS", "http://a.example, https://b.example/"),
+        ("REDIS_URL", "redis://localhost:6379"),
+        ("REDIS_PASSWORD", "s3cr@t"),
+    ])))
+    .unwrap();
+    assert_eq!(s.http.port, 9000);
+    assert_eq!(s.auth.jwt.expires_in, Duration::from_secs(900));
+    assert!(!s.api_keys.required);
+    assert_eq!(
+        s.database.url.as_ref().unwrap().expose_secret(),
+        "postgres://u:p@h/db"
+    );
+    assert_eq!(
+        s.http.cors_origins.unwrap(),
+        vec!["http://a.example", "https://b.example"]
+    );
+    assert_eq!(
+        s.cache.redis_url.as_ref().unwrap().expose_secret(),
+        "redis://:s3cr%40t@localhost:6379"
+    );
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let err = Settings::load_with(Some(env(&[("PORT", "eighty")]))).unwrap_err();
+    assert!(err.to_string().contains("PORT"), "{err}");
+    let err = Settings::load_with(Some(env(&[("JWT_EXPIRES_IN", "soon")]))).unwrap_err();
+    assert_eq!(err.key, "JWT_EXPIRES_IN");
+    let err = Settings::load_with(Some(env(&[("ENVIRONMENT", "staging")]))).unwrap_err();
+    assert_eq!(err.key, "ENVIRONMENT");
+    let err = Settings::load_with(Some(env(&[("TRUSTED_PROXIES", "10.0.0.0/33")]))).unwrap_err();
+    assert_eq!(err.key, "TRUSTED_PROXIES");
+}
+
+#[test]
+fn prices_come_from_model_prices_or_the_list() {
+    let s = Settings::load_with(Some(env(&[(
+        "MODEL_PRICES",
+        r#"[{"model":"m1","input_per_million":2.5,"output_per_million":10,"effective_from":"2025-01-01"}]"#,
+    )])))
+    .unwrap();
+    let list = s.jobs.prices;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].input_per_million, 2.5);
+    let err =
+        Settings::load_with(Some(env(&[("MODEL_PRICES", "[{\"model\":\"\"}]")]))).unwrap_err();
+    assert_eq!(err.key, "MODEL_PRICES");
+}
+
+#[test]
+fn production_refuses_defaults() {
+    let err = Settings::load_with(Some(env(&[("ENVIRONMENT", "production")]))).unwrap_err();
+    assert_eq!(err.key, "JWT_SECRET");
+    let err = Settings::load_with(Some(env(&[
+        ("ENVIRONMENT", "production"),
+        ("JWT_SECRET", "short-secret"),
+    ])))
+    .unwrap_err();
+    assert_eq!(err.key, "JWT_SECRET");
+    let long = "x".repeat(40);
+    let err = Settings::load_with(Some(env(&[
+        ("ENVIRONMENT", "production"),
+        ("JWT_SECRET", &long),
+    ])))
+    .unwrap_err();
+    assert_eq!(err.key, "API_KEY");
+    let ok = Settings::load_with(Some(env(&[
+        ("ENVIRONMENT", "production"),
+        ("JWT_SECRET", &long),
+        ("API_KEY", "a-real-key-0123456789"),
+    ])))
+    .unwrap();
+    assert_eq!(ok.log.format, LogFormat::Json);
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let s = Settings::load_with(Some(env(&[
+        ("JWT_SECRET", "jwt-secret-value-0123456789"),
+        ("API_KEYS", "key-one-value,key-two-value"),
+        ("REDIS_URL", "redis://localhost:6379"),
+        ("REDIS_PASSWORD", "redis-password-value"),
+        ("DATABASE_URL", "postgres://u:db-password-value@h/db"),
+        ("ADMIN_EMAIL", "root@example.com"),
+        ("ADMIN_PASSWORD", "admin-password-value"),
+    ])))
+    .unwrap();
+    let text = format!("{s:?}");
+    for secret in [
+        "jwt-secret-value",
+        "key-one-value",
+        "key-two-value",
+        "redis-password-value",
+        "db-password-value",
+        "admin-password-value",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(text.contains("REDACTED"));
+    assert_eq!(s.api_keys.keys.len(), 2);
+}

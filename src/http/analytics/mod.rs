@@ -1,0 +1,5 @@
+//! `/analytics/*`: ingestion and queries, usage and costs.
+
+pub mod dto;
+pub mod routes;
+pub mod usage;

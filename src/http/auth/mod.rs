@@ -1,0 +1,6 @@
+//! `/auth/*`: handlers, their bodies, and the extractors that carry
+//! permissions in types.
+
+pub mod dto;
+pub mod extract;
+pub mod routes;

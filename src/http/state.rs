@@ -1,0 +1,24 @@
+//! What every handler can reach. Only the HTTP edge sees it; services take
+//! the parts they use.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sea_orm::DatabaseConnection;
+
+use crate::analytics::queue::IngestHandle;
+use crate::auth::Auth;
+use crate::cache::SharedCache;
+use crate::config::Settings;
+use crate::jobs::Jobs;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub cache: SharedCache,
+    pub settings: Arc<Settings>,
+    pub started_at: Instant,
+    pub auth: Arc<Auth>,
+    pub ingest: IngestHandle,
+    pub jobs: Arc<Jobs>,
+}
