@@ -13,10 +13,10 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --workspace -- -D warnings
 
-echo "==> suite on SQLite + in-process cache"
+echo "==> suite on SQLite + in-process cache (tests that need Postgres or Redis are ignored)"
 env -u TEST_DATABASE_URL -u TEST_REDIS_URL cargo test --workspace
 
 start_postgres
 start_redis
-echo "==> suite on PostgreSQL + Redis"
-cargo test --workspace
+echo "==> suite on PostgreSQL + Redis (with the tests that need them)"
+cargo test --workspace -- --include-ignored

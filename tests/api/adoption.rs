@@ -4,7 +4,6 @@
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::json;
 
-use crate::auth::{login, verify};
 use crate::helpers::*;
 
 /// "original-password", hashed by Python's bcrypt as the original did.
@@ -84,13 +83,13 @@ async fn a_database_made_by_the_original_is_adopted() {
     assert_eq!(resp.status(), 200, "every migration applied");
 
     // The original's user logs in with the original's password and hash.
-    let (status, body) = json(login(&app, "legacy@example.com", "original-password").await).await;
+    let (status, body) = json(app.login("legacy@example.com", "original-password").await).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"]["first_name"], "Leg");
     assert_eq!(body["user"]["role"], "user");
     assert_eq!(body["user"]["created_at"], "2024-05-01T10:00:00Z");
     let token = body["access_token"].as_str().unwrap();
-    assert_eq!(verify(&app, token).await.status(), 200);
+    assert_eq!(app.verify(token).await.status(), 200);
     // New rows continue the original's id sequence.
     let (status, body) = json(
         app.post("/auth/register")

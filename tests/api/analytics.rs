@@ -6,29 +6,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-async fn count(app: &TestApp, table: &str) -> i64 {
-    let row = app
-        .db
-        .query_one_raw(Statement::from_string(
-            app.db.get_database_backend(),
-            format!("SELECT COUNT(*) AS n FROM {table}"),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get("", "n").unwrap()
-}
-
-async fn post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    json(app.post(path).json(&body).send().await.unwrap()).await
-}
-
-async fn get(app: &TestApp, path: &str) -> Value {
-    let (status, body) = json(app.get(path).send().await.unwrap()).await;
-    assert_eq!(status, 200, "{path}: {body}");
-    body
-}
-
 fn before(base: chrono::DateTime<Utc>, minutes: i64) -> String {
     (base - Duration::minutes(minutes)).to_rfc3339()
 }
@@ -73,7 +50,7 @@ async fn an_event_is_stored_and_answered_as_committed() {
         "probe/1.0"
     );
 
-    let list = get(&app, "/analytics/events").await;
+    let list = app.get_ok("/analytics/events").await;
     assert_eq!(list["count"], 1);
     assert_eq!(list["events"][0], ev);
     assert_eq!(list["next_cursor"], Value::Null);
@@ -82,9 +59,7 @@ async fn an_event_is_stored_and_answered_as_committed() {
 #[tokio::test]
 async fn a_metric_is_stored_with_its_defaults() {
     let app = spawn_app().await;
-    let (status, m) = post(
-        &app,
-        "/analytics/metrics",
+    let (status, m) = app.post_json("/analytics/metrics",
         json!({"metric_name": "api_calls", "metric_value": 1, "service_name": "gw", "endpoint": "/auth/login", "labels": {"region": "eu"}}),
     )
     .await;
@@ -93,7 +68,7 @@ async fn a_metric_is_stored_with_its_defaults() {
     assert_eq!(m["metric_value"], 1.0);
     assert_eq!(m["labels"], json!({"region": "eu"}));
     assert_eq!(m["user_id"], Value::Null);
-    let list = get(&app, "/analytics/metrics").await;
+    let list = app.get_ok("/analytics/metrics").await;
     assert_eq!(list["metrics"][0], m);
 }
 
@@ -103,7 +78,9 @@ async fn a_metric_is_stored_with_its_defaults() {
 async fn length_limits_count_characters() {
     let app = spawn_app().await;
     let wide = "\u{1D413}".repeat(100);
-    let (status, body) = post(&app, "/analytics/events", json!({"event_type": wide})).await;
+    let (status, body) = app
+        .post_json("/analytics/events", json!({"event_type": wide}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["event_type"], wide);
 }
@@ -135,7 +112,7 @@ async fn bad_input_is_422_and_stores_nothing() {
         json!({}),
     ];
     for body in events {
-        let (status, err) = post(&app, "/analytics/events", body.clone()).await;
+        let (status, err) = app.post_json("/analytics/events", body.clone()).await;
         assert_eq!(status, 422, "{body} -> {err}");
         assert!(err["detail"].is_string());
     }
@@ -157,7 +134,7 @@ async fn bad_input_is_422_and_stores_nothing() {
         json!([{"metric_name": "m", "metric_value": 1}]),
     ];
     for body in metrics {
-        let (status, err) = post(&app, "/analytics/metrics", body.clone()).await;
+        let (status, err) = app.post_json("/analytics/metrics", body.clone()).await;
         assert_eq!(status, 422, "{body} -> {err}");
     }
     // Bodies JSON cannot even express: NaN, Infinity, 1e400, absurd nesting.
@@ -188,10 +165,10 @@ async fn bad_input_is_422_and_stores_nothing() {
         .await
         .unwrap();
     expect_error(resp, 413).await;
-    assert_eq!(count(&app, "platform_analytics_events").await, 0);
-    assert_eq!(count(&app, "platform_analytics_metrics").await, 0);
+    assert_eq!(app.count("platform_analytics_events").await, 0);
+    assert_eq!(app.count("platform_analytics_metrics").await, 0);
     // The list still works for everyone afterwards (the original broke here).
-    assert_eq!(get(&app, "/analytics/metrics").await["count"], 0);
+    assert_eq!(app.get_ok("/analytics/metrics").await["count"], 0);
 }
 
 #[tokio::test]
@@ -200,7 +177,9 @@ async fn batches_are_all_or_nothing_and_bounded() {
     let good: Vec<Value> = (0..50)
         .map(|i| json!({"metric_name": "api_calls", "metric_value": i, "user_id": 1}))
         .collect();
-    let (status, body) = post(&app, "/analytics/metrics/batch", json!({"metrics": good})).await;
+    let (status, body) = app
+        .post_json("/analytics/metrics/batch", json!({"metrics": good}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "Created 50 metrics successfully");
     assert_eq!(body["count"], 50);
@@ -215,49 +194,45 @@ async fn batches_are_all_or_nothing_and_bounded() {
 
     let mut one_bad = good_metrics(10);
     one_bad[7]["metric_value"] = json!("oops");
-    let (status, _) = post(
-        &app,
-        "/analytics/metrics/batch",
-        json!({"metrics": one_bad}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json("/analytics/metrics/batch", json!({"metrics": one_bad}))
+        .await;
     assert_eq!(status, 422);
     let mut one_bad = good_metrics(10);
     one_bad[3]["metric_type"] = json!("bogus");
-    let (status, err) = post(
-        &app,
-        "/analytics/metrics/batch",
-        json!({"metrics": one_bad}),
-    )
-    .await;
+    let (status, err) = app
+        .post_json("/analytics/metrics/batch", json!({"metrics": one_bad}))
+        .await;
     assert_eq!(status, 422);
     assert_eq!(
         err["detail"],
         "metrics[3]: metric_type must be one of counter, gauge, histogram"
     );
-    let (status, _) = post(
-        &app,
-        "/analytics/metrics/batch",
-        json!({"metrics": good_metrics(51)}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            "/analytics/metrics/batch",
+            json!({"metrics": good_metrics(51)}),
+        )
+        .await;
     assert_eq!(status, 413);
-    assert_eq!(count(&app, "platform_analytics_metrics").await, 50);
+    assert_eq!(app.count("platform_analytics_metrics").await, 50);
 
     let events: Vec<Value> = (0..20)
         .map(|i| json!({"event_type": format!("t{}", i % 3)}))
         .collect();
-    let (status, body) = post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    let (status, body) = app
+        .post_json("/analytics/events/batch", json!({"events": events}))
+        .await;
     assert_eq!((status, body["count"].as_i64()), (200, Some(20)));
     assert_eq!(body["message"], "Created 20 events successfully");
-    let (status, _) = post(
-        &app,
-        "/analytics/events/batch",
-        json!({"events": [{"event_type": "ok"}, {"event_type": ""}]}),
-    )
-    .await;
+    let (status, _) = app
+        .post_json(
+            "/analytics/events/batch",
+            json!({"events": [{"event_type": "ok"}, {"event_type": ""}]}),
+        )
+        .await;
     assert_eq!(status, 422);
-    assert_eq!(count(&app, "platform_analytics_events").await, 20);
+    assert_eq!(app.count("platform_analytics_events").await, 20);
 }
 
 fn good_metrics(n: usize) -> Vec<Value> {
@@ -271,26 +246,24 @@ async fn a_retried_event_id_is_stored_once() {
     let app = spawn_app().await;
     let body =
         json!({"event_type": "purchase", "event_id": "order-42", "event_data": {"total": 10}});
-    let (_, first) = post(&app, "/analytics/events", body.clone()).await;
-    let (status, again) = post(
-        &app,
-        "/analytics/events",
-        json!({"event_type": "purchase", "event_id": "order-42", "event_data": {"total": 99}}),
-    )
-    .await;
+    let (_, first) = app.post_json("/analytics/events", body.clone()).await;
+    let (status, again) = app
+        .post_json(
+            "/analytics/events",
+            json!({"event_type": "purchase", "event_id": "order-42", "event_data": {"total": 99}}),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(again, first, "the stored row, not the retry's data");
     // Duplicates inside one batch, and against the stored row.
-    let (_, batch) = post(
-        &app,
-        "/analytics/events/batch",
+    let (_, batch) = app.post_json("/analytics/events/batch",
         json!({"events": [{"event_type": "x", "event_id": "b-1"}, {"event_type": "x", "event_id": "b-1"}, {"event_type": "x", "event_id": "order-42"}]}),
     )
     .await;
     let ids = batch["ids"].as_array().unwrap();
     assert_eq!(ids[0], ids[1]);
     assert_eq!(ids[2], first["id"]);
-    assert_eq!(count(&app, "platform_analytics_events").await, 2);
+    assert_eq!(app.count("platform_analytics_events").await, 2);
 }
 
 #[tokio::test]
@@ -309,13 +282,15 @@ async fn metric_lists_filter_and_page_without_gaps() {
             "timestamp": before(base, 100 - i),
         }));
     }
-    let (status, _) = post(&app, "/analytics/metrics/batch", json!({"metrics": batch})).await;
+    let (status, _) = app
+        .post_json("/analytics/metrics/batch", json!({"metrics": batch}))
+        .await;
     assert_eq!(status, 200);
 
     let mut seen = vec![];
     let mut path = "/analytics/metrics?limit=10".to_string();
     loop {
-        let page = get(&app, &path).await;
+        let page = app.get_ok(&path).await;
         for m in page["metrics"].as_array().unwrap() {
             seen.push(m["metric_value"].as_f64().unwrap() as i64);
         }
@@ -339,7 +314,7 @@ async fn metric_lists_filter_and_page_without_gaps() {
         ("metric_name=api_calls&service_name=worker&user_id=1", 6),
     ];
     for (q, n) in checks {
-        let page = get(&app, &format!("/analytics/metrics?{q}")).await;
+        let page = app.get_ok(&format!("/analytics/metrics?{q}")).await;
         assert_eq!(page["count"], n, "{q}");
     }
     let from = before(base, 90);
@@ -349,7 +324,7 @@ async fn metric_lists_filter_and_page_without_gaps() {
         urlenc(&from),
         urlenc(&to)
     );
-    let page = get(&app, &url).await;
+    let page = app.get_ok(&url).await;
     let values: Vec<i64> = page["metrics"]
         .as_array()
         .unwrap()
@@ -396,15 +371,19 @@ async fn event_queries_count_exactly() {
     }
     events.push(json!({"event_type": "view"}));
     events.push(json!({"event_type": "old", "user_id": 50, "timestamp": (Utc::now() - Duration::hours(30)).to_rfc3339()}));
-    let (status, _) = post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    let (status, _) = app
+        .post_json("/analytics/events/batch", json!({"events": events}))
+        .await;
     assert_eq!(status, 200);
 
-    let by_type = get(&app, "/analytics/events/by-type?hours=24").await;
+    let by_type = app.get_ok("/analytics/events/by-type?hours=24").await;
     assert_eq!(
         by_type["event_types"],
         json!([{"event_type": "login", "count": 3}, {"event_type": "purchase", "count": 2}, {"event_type": "view", "count": 1}])
     );
-    let ts = get(&app, "/analytics/events/timeseries?interval=hour&hours=3").await;
+    let ts = app
+        .get_ok("/analytics/events/timeseries?interval=hour&hours=3")
+        .await;
     assert_eq!(ts["interval"], "hour");
     let buckets = ts["buckets"].as_array().unwrap();
     let find = |t: chrono::DateTime<Utc>| {
@@ -425,11 +404,9 @@ async fn event_queries_count_exactly() {
             .sum::<i64>(),
         6
     );
-    let only = get(
-        &app,
-        "/analytics/events/timeseries?interval=day&hours=48&event_type=old",
-    )
-    .await;
+    let only = app
+        .get_ok("/analytics/events/timeseries?interval=day&hours=48&event_type=old")
+        .await;
     assert_eq!(
         only["buckets"]
             .as_array()
@@ -439,14 +416,18 @@ async fn event_queries_count_exactly() {
             .sum::<i64>(),
         1
     );
-    let minutes = get(&app, "/analytics/events/timeseries?interval=minute&hours=1").await;
+    let minutes = app
+        .get_ok("/analytics/events/timeseries?interval=minute&hours=1")
+        .await;
     assert_eq!(minutes["buckets"].as_array().unwrap().len(), 61);
 
-    let user = get(&app, "/analytics/users/1/events").await;
+    let user = app.get_ok("/analytics/users/1/events").await;
     assert_eq!(user["count"], 3);
-    let session = get(&app, "/analytics/events?session_id=s9").await;
+    let session = app.get_ok("/analytics/events?session_id=s9").await;
     assert_eq!(session["count"], 2);
-    let typed = get(&app, "/analytics/events?event_type=login&user_id=2").await;
+    let typed = app
+        .get_ok("/analytics/events?event_type=login&user_id=2")
+        .await;
     assert_eq!(typed["count"], 1);
 
     for bad in [
@@ -473,7 +454,8 @@ async fn dashboard_and_summary_numbers() {
         json!({"event_type": "view"}),
         json!({"event_type": "old", "user_id": 9, "timestamp": (Utc::now() - Duration::hours(5)).to_rfc3339()}),
     ];
-    post(&app, "/analytics/events/batch", json!({"events": events})).await;
+    app.post_json("/analytics/events/batch", json!({"events": events}))
+        .await;
     let mut metrics = vec![];
     for (endpoint, n) in [
         ("/a", 6),
@@ -491,14 +473,10 @@ async fn dashboard_and_summary_numbers() {
     metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.25}));
     metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.5}));
     metrics.push(json!({"metric_name": "api_calls", "metric_value": 100, "timestamp": (Utc::now() - Duration::hours(5)).to_rfc3339()}));
-    post(
-        &app,
-        "/analytics/metrics/batch",
-        json!({"metrics": metrics}),
-    )
-    .await;
+    app.post_json("/analytics/metrics/batch", json!({"metrics": metrics}))
+        .await;
 
-    let d = get(&app, "/analytics/dashboard?hours=2").await;
+    let d = app.get_ok("/analytics/dashboard?hours=2").await;
     assert_eq!(d["total_events"], 4);
     assert_eq!(d["active_users"], 2);
     assert_eq!(d["total_api_calls"], 42.0);
@@ -523,7 +501,7 @@ async fn dashboard_and_summary_numbers() {
         4
     );
 
-    let wide = get(&app, "/analytics/dashboard?hours=24").await;
+    let wide = app.get_ok("/analytics/dashboard?hours=24").await;
     assert_eq!(wide["total_events"], 5);
     assert_eq!(wide["active_users"], 3);
     assert_eq!(wide["total_api_calls"], 142.0);
@@ -538,8 +516,8 @@ async fn dashboard_and_summary_numbers() {
         .await;
     }
 
-    crate::auth::register(&app, "a@example.com", "password123").await;
-    let s = get(&app, "/analytics/summary").await;
+    app.register("a@example.com", "password123").await;
+    let s = app.get_ok("/analytics/summary").await;
     assert_eq!(s["total_users"], 1);
     assert_eq!(s["events_24h"], 5);
     assert_eq!(s["active_users_24h"], 3);
@@ -581,8 +559,7 @@ async fn legacy_analytics_aliases() {
     );
     let (status, ev) = json(resp).await;
     assert_eq!((status, ev["event_type"].as_str()), (200, Some("x")));
-    post(
-        &app,
+    app.post_json(
         "/analytics/metrics",
         json!({"metric_name": "m", "metric_value": 3}),
     )
@@ -658,28 +635,28 @@ async fn window_edges_count_each_event_once() {
         {"event_type": "edge", "user_id": 3, "timestamp": at(-60)},
         {"event_type": "edge", "user_id": 1, "timestamp": at(1800)},
     ]});
-    post(&app, "/analytics/events/batch", events).await;
-    post(&app, "/analytics/metrics/batch", json!({"metrics": [
+    app.post_json("/analytics/events/batch", events).await;
+    app.post_json("/analytics/metrics/batch", json!({"metrics": [
         {"metric_name": "api_calls", "metric_value": 2, "endpoint": "/x", "timestamp": at(100)},
         {"metric_name": "api_calls", "metric_value": 5, "endpoint": "/x", "timestamp": at(2000)},
         {"metric_name": "api_calls", "metric_value": 7, "endpoint": "/y", "timestamp": at(-100)},
     ]})).await;
-    let by_type = get(&app, "/analytics/events/by-type?hours=1").await;
+    let by_type = app.get_ok("/analytics/events/by-type?hours=1").await;
     assert_eq!(
         by_type["event_types"],
         json!([{"event_type": "edge", "count": 3}])
     );
-    let d = get(&app, "/analytics/dashboard?hours=1").await;
+    let d = app.get_ok("/analytics/dashboard?hours=1").await;
     assert_eq!(d["total_events"], 3);
     assert_eq!(d["active_users"], 2);
     assert_eq!(d["total_api_calls"], 7.0);
     assert_eq!(d["top_endpoints"], json!([{"endpoint": "/x", "count": 2}]));
     for interval in ["minute", "hour"] {
-        let ts = get(
-            &app,
-            &format!("/analytics/events/timeseries?interval={interval}&hours=1"),
-        )
-        .await;
+        let ts = app
+            .get_ok(&format!(
+                "/analytics/events/timeseries?interval={interval}&hours=1"
+            ))
+            .await;
         let sum: i64 = ts["buckets"]
             .as_array()
             .unwrap()
@@ -688,7 +665,7 @@ async fn window_edges_count_each_event_once() {
             .sum();
         assert_eq!(sum, 3, "{interval}");
     }
-    let d2 = get(&app, "/analytics/dashboard?hours=2").await;
+    let d2 = app.get_ok("/analytics/dashboard?hours=2").await;
     assert_eq!(
         (d2["total_events"].as_i64(), d2["active_users"].as_i64()),
         (Some(4), Some(3))

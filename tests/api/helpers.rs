@@ -4,8 +4,8 @@ use std::time::Duration;
 use platform_server::config::Settings;
 use platform_server::startup::Application;
 use reqwest::{Client, RequestBuilder, Response};
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
-use serde_json::Value;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use serde_json::{Value, json};
 
 pub const API_KEY: &str = "test-api-key";
 
@@ -29,6 +29,22 @@ pub struct Backend {
 
 pub fn using_postgres() -> bool {
     std::env::var("TEST_DATABASE_URL").is_ok_and(|v| !v.is_empty())
+}
+
+/// For tests marked `#[ignore = "needs …"]` and run with `--include-ignored`:
+/// they fail loudly, rather than pass, when what they need is missing.
+pub fn require_redis() {
+    assert!(
+        std::env::var("TEST_REDIS_URL").is_ok_and(|v| !v.is_empty()),
+        "this test needs a Redis shared by replicas: set TEST_REDIS_URL"
+    );
+}
+
+pub fn require_postgres() {
+    assert!(
+        using_postgres(),
+        "this test needs Postgres: set TEST_DATABASE_URL"
+    );
 }
 
 /// A fresh database (and Redis prefix) for one test.
@@ -208,6 +224,106 @@ impl TestApp {
         self.handle.stop(graceful).await;
     }
 
+    /// Registers a user (201 expected) and answers the token response.
+    pub async fn register(&self, email: &str, password: &str) -> Value {
+        let (status, body) = json(
+            self.post("/auth/register")
+                .json(&json!({"email": email, "password": password, "first_name": "Ada", "last_name": "L"}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Response {
+        self.post("/auth/login")
+            .json(&json!({"email": email, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn verify(&self, token: &str) -> Response {
+        self.get("/auth/verify")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn refresh(&self, token: &str) -> Response {
+        self.post("/auth/refresh")
+            .json(&json!({"refresh_token": token}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Registers root@example.com, makes it an admin, answers its access token.
+    pub async fn make_admin(&self) -> String {
+        let body = self.register("root@example.com", "admin-password").await;
+        let id = body["user"]["id"].as_i64().unwrap();
+        self.execute(&format!(
+            "UPDATE platform_users SET role = 'admin' WHERE id = {id}"
+        ))
+        .await;
+        let (_, body) = json(self.login("root@example.com", "admin-password").await).await;
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// Runs SQL on the test's own connection to the server's database.
+    pub async fn execute(&self, sql: &str) {
+        self.db
+            .execute_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Rows in `table`, counted in the database.
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "n").unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        json(self.post(path).json(&body).send().await.unwrap()).await
+    }
+
+    /// A GET that must answer 200; its JSON body.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = json(self.get(path).send().await.unwrap()).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    pub async fn post_metrics(&self, metrics: Vec<Value>) {
+        let (status, body) = self
+            .post_json("/analytics/metrics/batch", json!({"metrics": metrics}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Runs the usage rollup now (200 expected).
+    pub async fn rollup(&self) -> Value {
+        let (status, body) = json(self.post("/analytics/jobs/rollup").send().await.unwrap()).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
     pub async fn metrics_text(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.metrics_address))
@@ -262,4 +378,40 @@ pub async fn expect_error(resp: Response, status: u16) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no detail in {body}"))
         .to_string()
+}
+
+/// A TCP forwarder on loopback whose `stop` cuts every connection through
+/// it, so a test can take the database away from a running server.
+pub struct TcpProxy {
+    pub port: u16,
+    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl TcpProxy {
+    pub async fn start(target: String) -> TcpProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>> =
+            Default::default();
+        let registry = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                registry.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        TcpProxy { port, tasks }
+    }
+
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
 }

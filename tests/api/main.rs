@@ -7,6 +7,7 @@ mod helpers;
 
 mod adoption;
 mod analytics;
+mod architecture;
 mod auth;
 mod cli;
 mod foundation;
