@@ -8,7 +8,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{Error, HttpRequest, HttpResponse, web};
 
-use super::analytics::dto::{EventIn, MetricQuery};
+use super::analytics::dto::{EventIn, MetricQuery, PageQuery};
 use super::analytics::routes as analytics;
 use super::analytics::usage::{self, CostsQuery, UsageQuery};
 use super::auth::dto::{
@@ -121,15 +121,16 @@ pub async fn post_event(
 }
 
 /// Deprecated alias of `GET /analytics/metrics`.
-#[utoipa::path(get, path = "/metrics", operation_id = "legacy_get_metrics", tag = "legacy", params(MetricQuery),
+#[utoipa::path(get, path = "/metrics", operation_id = "legacy_get_metrics", tag = "legacy", params(MetricQuery, PageQuery),
     responses((status = 200, description = "A page of metrics", body = MetricList),
               (status = 422, description = "A parameter out of range", body = ErrorBody)))]
 #[deprecated]
 pub async fn list_metrics(
     state: web::Data<AppState>,
-    query: web::Query<MetricQuery>,
+    filter: web::Query<MetricQuery>,
+    page: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    analytics::list_metrics(state, query).await
+    analytics::list_metrics(state, filter, page).await
 }
 
 /// Deprecated alias of `GET /analytics/usage/{user_id}`.

@@ -68,13 +68,6 @@ pub struct MetricQuery {
     pub user_id: Option<i64>,
     pub endpoint: Option<String>,
     pub metric_type: Option<String>,
-    /// RFC 3339, inclusive.
-    pub from: Option<DateTime<Utc>>,
-    /// RFC 3339, exclusive.
-    pub to: Option<DateTime<Utc>>,
-    /// 1..=1000, default 100.
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -83,18 +76,18 @@ pub struct EventQuery {
     pub event_type: Option<String>,
     pub user_id: Option<i64>,
     pub session_id: Option<String>,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// RFC 3339, inclusive.
     pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive.
     pub to: Option<DateTime<Utc>>,
+    /// 1..=1000, default 100.
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -149,9 +142,8 @@ impl MetricIn {
 }
 
 impl MetricQuery {
-    pub fn parse(self) -> Result<(MetricFilter, Page), Invalid> {
-        let page = Page::parse(self.from, self.to, self.limit, self.cursor.as_deref())?;
-        let filter = MetricFilter {
+    pub fn parse(self) -> Result<MetricFilter, Invalid> {
+        Ok(MetricFilter {
             metric_name: filter("metric_name", self.metric_name, 100)?,
             service_name: filter("service_name", self.service_name, 100)?,
             endpoint: filter("endpoint", self.endpoint, 255)?,
@@ -161,20 +153,17 @@ impl MetricQuery {
                 .map(MetricType::parse)
                 .transpose()?,
             user_id: user_id(self.user_id)?,
-        };
-        Ok((filter, page))
+        })
     }
 }
 
 impl EventQuery {
-    pub fn parse(self) -> Result<(EventFilter, Page), Invalid> {
-        let page = Page::parse(self.from, self.to, self.limit, self.cursor.as_deref())?;
-        let filter = EventFilter {
+    pub fn parse(self) -> Result<EventFilter, Invalid> {
+        Ok(EventFilter {
             event_type: filter("event_type", self.event_type, 100)?,
             session_id: filter("session_id", self.session_id, 255)?,
             user_id: user_id(self.user_id)?,
-        };
-        Ok((filter, page))
+        })
     }
 }
 

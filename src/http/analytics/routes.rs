@@ -133,7 +133,7 @@ pub async fn post_metrics_batch(
 /// Metrics, newest first, with keyset pagination.
 #[utoipa::path(
     get, path = "/analytics/metrics", tag = "analytics",
-    params(MetricQuery),
+    params(MetricQuery, PageQuery),
     responses(
         (status = 200, description = "A page of metrics", body = MetricList),
         (status = 422, description = "A parameter out of range", body = ErrorBody),
@@ -141,9 +141,10 @@ pub async fn post_metrics_batch(
 )]
 pub async fn list_metrics(
     state: web::Data<AppState>,
-    query: web::Query<MetricQuery>,
+    filter: web::Query<MetricQuery>,
+    page: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (filter, page) = query.into_inner().parse()?;
+    let (filter, page) = (filter.into_inner().parse()?, page.into_inner().parse()?);
     let (rows, next_cursor) = queries::list_metrics(&state.db, filter, &page).await?;
     Ok(HttpResponse::Ok().json(MetricList {
         count: rows.len(),
@@ -155,7 +156,7 @@ pub async fn list_metrics(
 /// Events, newest first, with keyset pagination.
 #[utoipa::path(
     get, path = "/analytics/events", tag = "analytics",
-    params(EventQuery),
+    params(EventQuery, PageQuery),
     responses(
         (status = 200, description = "A page of events", body = EventList),
         (status = 422, description = "A parameter out of range", body = ErrorBody),
@@ -163,9 +164,10 @@ pub async fn list_metrics(
 )]
 pub async fn list_events(
     state: web::Data<AppState>,
-    query: web::Query<EventQuery>,
+    filter: web::Query<EventQuery>,
+    page: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (filter, page) = query.into_inner().parse()?;
+    let (filter, page) = (filter.into_inner().parse()?, page.into_inner().parse()?);
     events_page(&state, filter, &page).await
 }
 
