@@ -102,12 +102,15 @@ impl Application {
         let openapi = crate::http::openapi::document();
         let cors_origins = http.cors_origins.clone();
         let body_limit = http.body_limit;
+        let json_limits = crate::http::bounded::JsonLimits::new(&settings.analytics);
+        let request_limits = web::Data::new(crate::http::limits::RequestLimits::new(http));
 
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
                 .app_data(api_keys.clone())
-                .configure(crate::http::body::extractors(body_limit))
+                .app_data(request_limits.clone())
+                .configure(crate::http::body::extractors(body_limit, json_limits))
                 .configure(crate::http::health::routes)
                 .configure(crate::http::auth::routes::routes)
                 .configure(crate::http::analytics::routes::routes)
@@ -121,6 +124,7 @@ impl Application {
                 .wrap(from_fn(crate::http::body::refuse_nul))
                 .wrap(from_fn(require_api_key))
                 .wrap(cors(cors_origins.as_deref()))
+                .wrap(from_fn(crate::http::limits::bound_request))
                 .wrap(from_fn(observe))
                 .wrap(security_headers())
         })

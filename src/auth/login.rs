@@ -26,7 +26,7 @@ impl Auth {
     ) -> Result<IssuedTokens, AuthError> {
         let email = Email::parse(email)?;
         check_length(password)?;
-        self.throttle.check(&email, client.ip).await?;
+        self.throttle.reserve(&email, client.ip).await?;
         let user = self.find_by_email(&email).await?;
         let matches = self
             .hasher
@@ -35,7 +35,7 @@ impl Auth {
         let user = match user {
             Some(u) if matches && u.is_active => u,
             other => {
-                self.throttle.record_failure(&email, client.ip).await;
+                // The reserved attempt stays counted as a failure.
                 let reason = match other {
                     None => "unknown_email",
                     Some(u) if !u.is_active => "inactive",
@@ -46,7 +46,7 @@ impl Auth {
                 return Err(AuthError::InvalidCredentials);
             }
         };
-        self.throttle.clear(&email).await;
+        self.throttle.succeeded(&email, client.ip).await;
         metrics::counter!("auth_logins_total", "result" => "success").increment(1);
         tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);
         self.start_session(User::from(&user), client).await

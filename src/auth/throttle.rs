@@ -1,8 +1,9 @@
 //! Login throttling through the shared cache, so every replica counts the
 //! same failures: per email (unknown ones too) and, higher, per client IP.
+//! Attempts are counted before the password is verified, so a burst sent in
+//! parallel cannot slip past the limit together.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use super::AuthError;
 use super::domain::Email;
@@ -17,16 +18,14 @@ enum Subject<'a> {
 }
 
 impl Subject<'_> {
+    /// The failure counter's key; its TTL is the window, started by the
+    /// first attempt and never extended.
     fn key(&self) -> String {
         match self {
-            Subject::Email(e) => format!("email:{e}"),
-            Subject::Ip(ip) => format!("ip:{ip}"),
+            Subject::Email(e) => format!("login-fail:email:{e}"),
+            Subject::Ip(ip) => format!("login-fail:ip:{ip}"),
         }
     }
-}
-
-fn subjects(email: &Email, ip: Option<IpAddr>) -> impl Iterator<Item = Subject<'_>> {
-    std::iter::once(Subject::Email(email.as_str())).chain(ip.map(Subject::Ip))
 }
 
 #[derive(Clone)]
@@ -47,63 +46,53 @@ impl Throttle {
         }
     }
 
-    /// Refuses while the email or the IP is blocked. A cache failure lets
-    /// the attempt through: logins keep working without Redis.
-    pub async fn check(&self, email: &Email, ip: Option<IpAddr>) -> Result<(), AuthError> {
-        let now = chrono::Utc::now().timestamp();
-        for subject in subjects(email, ip) {
-            match self
-                .cache
-                .get(&format!("login-block:{}", subject.key()))
-                .await
-            {
-                Ok(Some(until)) => {
-                    let until: i64 = until.parse().unwrap_or(0);
-                    if until > now {
-                        metrics::counter!("auth_logins_total", "result" => "throttled")
-                            .increment(1);
-                        return Err(AuthError::Throttled {
-                            retry_after: (until - now) as u64,
-                        });
+    /// Takes an attempt against each subject's limit before the password is
+    /// verified, atomically in the shared cache: of N concurrent attempts
+    /// against a limit L, at most L get through and the rest are refused
+    /// with the time left in the window. An attempt that gets through stays
+    /// counted as a failure unless the login succeeds (`succeeded`). A cache
+    /// failure lets the attempt through: logins keep working without Redis.
+    pub async fn reserve(&self, email: &Email, ip: Option<IpAddr>) -> Result<(), AuthError> {
+        let mut taken: Vec<Subject<'_>> = Vec::with_capacity(2);
+        // The IP first: a blocked address then spends none of the email's attempts.
+        for subject in ip
+            .map(Subject::Ip)
+            .into_iter()
+            .chain([Subject::Email(email.as_str())])
+        {
+            match self.cache.incr(&subject.key(), self.settings.window).await {
+                Ok((count, ttl)) if count > i64::from(self.limit(subject)) => {
+                    for earlier in taken {
+                        self.release(earlier).await;
                     }
+                    metrics::counter!("auth_logins_total", "result" => "throttled").increment(1);
+                    return Err(AuthError::Throttled {
+                        retry_after: ttl.max(1),
+                    });
                 }
-                Ok(None) => {}
+                Ok(_) => taken.push(subject),
                 Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
             }
         }
         Ok(())
     }
 
-    /// Counts a failure; reaching the limit blocks until the window ends.
-    pub async fn record_failure(&self, email: &Email, ip: Option<IpAddr>) {
-        for subject in subjects(email, ip) {
-            let key = subject.key();
-            match self
-                .cache
-                .incr(&format!("login-fail:{key}"), self.settings.window)
-                .await
-            {
-                Ok((count, ttl)) if count >= i64::from(self.limit(subject)) => {
-                    let ttl = ttl.max(1);
-                    let until = chrono::Utc::now().timestamp() + ttl as i64;
-                    let _ = self
-                        .cache
-                        .set(
-                            &format!("login-block:{key}"),
-                            &until.to_string(),
-                            Duration::from_secs(ttl),
-                        )
-                        .await;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "login throttle unavailable"),
-            }
-        }
+    async fn release(&self, subject: Subject<'_>) {
+        let _ = self
+            .cache
+            .incr_by(&subject.key(), -1, self.settings.window)
+            .await;
     }
 
-    /// A successful login forgets the email's failures (not the IP's).
-    pub async fn clear(&self, email: &Email) {
-        let key = Subject::Email(email.as_str()).key();
-        let _ = self.cache.delete(&format!("login-fail:{key}")).await;
+    /// A successful login was no failure: the IP's attempt is given back and
+    /// the email's failures are forgotten.
+    pub async fn succeeded(&self, email: &Email, ip: Option<IpAddr>) {
+        if let Some(ip) = ip {
+            self.release(Subject::Ip(ip)).await;
+        }
+        let _ = self
+            .cache
+            .delete(&Subject::Email(email.as_str()).key())
+            .await;
     }
 }

@@ -96,7 +96,12 @@ impl Cache for MemoryCache {
         }))
     }
 
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
+    async fn incr_by(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Duration,
+    ) -> Result<(i64, u64), CacheError> {
         Ok(self.with(|inner, now| {
             let entry = inner
                 .map
@@ -111,7 +116,7 @@ impl Cache for MemoryCache {
                     value: "0".into(),
                     expires: now + ttl,
                 });
-            let count = entry.value.parse::<i64>().unwrap_or(0) + 1;
+            let count = entry.value.parse::<i64>().unwrap_or(0) + delta;
             entry.value = count.to_string();
             let left = entry.expires.saturating_duration_since(now);
             (count, left.as_secs() + u64::from(left.subsec_nanos() > 0))

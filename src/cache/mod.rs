@@ -28,9 +28,13 @@ pub trait Cache: Send + Sync + 'static {
     /// Sets only when the key is absent; answers whether it did. Used to fill
     /// the cache from the database without overwriting a newer revocation.
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError>;
-    /// Adds one and starts the TTL on the first increment; answers the new
-    /// count and the seconds left until the counter resets.
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError>;
+    /// Adds `delta` (which may be negative) and starts the TTL on the first
+    /// change; answers the new count and the seconds left until it resets.
+    async fn incr_by(&self, key: &str, delta: i64, ttl: Duration)
+    -> Result<(i64, u64), CacheError>;
+    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
+        self.incr_by(key, 1, ttl).await
+    }
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// Round trip to the backing store; `None` for the in-process cache.
     async fn ping(&self) -> Option<Result<Duration, CacheError>>;
@@ -81,6 +85,11 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(cache.get("x").await.unwrap().as_deref(), Some("first"));
+        let (count, _) = cache
+            .incr_by("n", -1, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
         cache.delete("n").await.unwrap();
         assert_eq!(cache.get("n").await.unwrap(), None);
     }

@@ -138,16 +138,22 @@ impl Cache for RedisCache {
         .await
     }
 
-    async fn incr(&self, key: &str, ttl: Duration) -> Result<(i64, u64), CacheError> {
+    async fn incr_by(
+        &self,
+        key: &str,
+        delta: i64,
+        ttl: Duration,
+    ) -> Result<(i64, u64), CacheError> {
         let key = self.key(key);
         let secs = ttl.as_secs().max(1);
         self.run(|mut c| async move {
-            // One transaction on one key: the TTL starts with the first failure
+            // One transaction on one key: the TTL starts with the first change
             // and is never extended (EXPIRE NX, Redis 7).
             let (count, _, left): (i64, i64, i64) = redis::pipe()
                 .atomic()
-                .cmd("INCR")
+                .cmd("INCRBY")
                 .arg(&key)
+                .arg(delta)
                 .cmd("EXPIRE")
                 .arg(&key)
                 .arg(secs)

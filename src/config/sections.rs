@@ -70,6 +70,11 @@ pub struct HttpSettings {
     pub shutdown_timeout: u64,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Reading a body: longest pause between bytes, and longest in all.
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
+    /// Largest request head (header names and values together).
+    pub max_header_bytes: usize,
     /// 0: one per core.
     pub workers: usize,
     /// `None`: any origin, without credentials.
@@ -167,6 +172,9 @@ pub struct AnalyticsSettings {
     pub batch_limit: usize,
     /// Largest `event_data` or `labels`, in bytes of JSON.
     pub json_max_bytes: usize,
+    /// Most keys in one object, and items in one array, inside them.
+    pub json_max_keys: usize,
+    pub json_max_items: usize,
     /// How far ahead a client timestamp may lie.
     pub clock_skew: Duration,
     pub queue_capacity: usize,

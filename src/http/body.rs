@@ -11,15 +11,30 @@ use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
+use super::bounded::{self, JsonLimits};
 use super::json_error;
+use super::limits::{closing_error, is_body_timeout};
 
 fn reject(status: StatusCode, detail: String) -> actix_web::Error {
     actix_web::error::InternalError::from_response(detail.clone(), json_error(status, detail))
         .into()
 }
 
+/// 408 and a closed connection for a body that took too long to arrive.
+fn body_timeout() -> actix_web::Error {
+    actix_web::error::InternalError::from_response(
+        "request body timed out",
+        closing_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "Request body was not received in time",
+        ),
+    )
+    .into()
+}
+
 fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     match &err {
+        JsonPayloadError::Payload(e) if is_body_timeout(e) => body_timeout(),
         JsonPayloadError::Overflow { limit }
         | JsonPayloadError::OverflowKnownLength { limit, .. } => reject(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -56,6 +71,7 @@ fn path_error_handler(err: PathError, _req: &HttpRequest) -> actix_web::Error {
 
 fn form_error_handler(err: UrlencodedError, _req: &HttpRequest) -> actix_web::Error {
     match err {
+        UrlencodedError::Payload(e) if is_body_timeout(&e) => body_timeout(),
         UrlencodedError::Overflow { limit, .. } => reject(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("Request body exceeds the limit of {limit} bytes"),
@@ -92,6 +108,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let raw = web::Json::<Box<RawValue>>::from_request(req, payload);
+        let limits = req.app_data::<JsonLimits>().copied().unwrap_or_default();
         Box::pin(async move {
             let raw = raw.await?.into_inner();
             if !raw.get().starts_with('{') {
@@ -100,12 +117,14 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                     "Invalid JSON body: expected an object".into(),
                 ));
             }
-            serde_json::from_str(raw.get()).map(Json).map_err(|e| {
-                reject(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    format!("Invalid JSON body: {e}"),
-                )
-            })
+            bounded::with_limits(limits, || serde_json::from_str(raw.get()))
+                .map(Json)
+                .map_err(|e| {
+                    reject(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!("Invalid JSON body: {e}"),
+                    )
+                })
         })
     }
 }
@@ -155,20 +174,21 @@ pub async fn refuse_nul(
 }
 
 /// Registers extractor configs on the app.
-pub fn extractors(limit: usize) -> impl Fn(&mut web::ServiceConfig) {
+pub fn extractors(limit: usize, json: JsonLimits) -> impl Fn(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(
-            web::JsonConfig::default()
-                .limit(limit)
-                .error_handler(json_error_handler),
-        )
-        .app_data(web::PayloadConfig::default().limit(limit))
-        .app_data(
-            web::FormConfig::default()
-                .limit(limit.min(64 * 1024))
-                .error_handler(form_error_handler),
-        )
-        .app_data(web::QueryConfig::default().error_handler(query_error_handler))
-        .app_data(web::PathConfig::default().error_handler(path_error_handler));
+        cfg.app_data(json)
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(json_error_handler),
+            )
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(
+                web::FormConfig::default()
+                    .limit(limit.min(64 * 1024))
+                    .error_handler(form_error_handler),
+            )
+            .app_data(web::QueryConfig::default().error_handler(query_error_handler))
+            .app_data(web::PathConfig::default().error_handler(path_error_handler));
     }
 }

@@ -108,7 +108,7 @@ impl Modify for SecuritySchemes {
 }
 
 /// Answers every handler can give besides its own: the API-key guard's 401,
-/// the extractors' 413 and 422. Legacy aliases document exactly what their
+/// the request bounds' 408 and 431, the extractors' 413 and 422. Legacy aliases document exactly what their
 /// successor does, since they run the same handler.
 struct CommonResponses;
 
@@ -158,7 +158,13 @@ impl Modify for CommonResponses {
                         error("Missing or invalid API key, or an invalid bearer token")
                     });
                 }
+                responses
+                    .entry("431".into())
+                    .or_insert_with(|| error("Request headers over MAX_HEADER_BYTES"));
                 if op.request_body.is_some() {
+                    responses.entry("408".into()).or_insert_with(|| {
+                        error("Body not received within BODY_IDLE_TIMEOUT / BODY_TIMEOUT")
+                    });
                     responses
                         .entry("413".into())
                         .or_insert_with(|| error("Body over the size limit"));

@@ -11,4 +11,5 @@ mod architecture;
 mod auth;
 mod cli;
 mod foundation;
+mod hardening;
 mod usage;

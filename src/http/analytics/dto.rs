@@ -16,7 +16,7 @@ pub struct EventIn {
     #[schema(example = "user_login", max_length = 100)]
     pub event_type: String,
     /// Absent or null is stored as `{}`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::bounded::object")]
     #[schema(value_type = Option<Object>)]
     pub event_data: Option<Map<String, Value>>,
     pub user_id: Option<i64>,
@@ -44,7 +44,7 @@ pub struct MetricIn {
     #[schema(max_length = 255)]
     pub endpoint: Option<String>,
     /// Absent or null is stored as `{}`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::http::bounded::object")]
     #[schema(value_type = Option<Object>)]
     pub labels: Option<Map<String, Value>>,
     pub timestamp: Option<DateTime<Utc>>,
