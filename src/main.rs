@@ -8,6 +8,7 @@ use platform_server::config::Settings;
 use platform_server::startup::Application;
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         print!("{}", platform_server::http::openapi::yaml());
@@ -41,6 +42,18 @@ fn main() -> ExitCode {
             eprintln!("platform-server: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// glibc raises its mmap threshold each time a large buffer is freed, after
+/// which buffers of that size come from arenas it rarely gives back: a few
+/// 8 MiB bodies left RSS 30 MiB higher for good. A fixed threshold keeps
+/// large buffers (bodies, batches) in mappings that go back when freed.
+fn return_large_buffers_to_the_os() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 
