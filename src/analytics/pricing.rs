@@ -136,6 +136,21 @@ impl Totals {
     }
 }
 
+/// The totals a stored usage or breakdown row holds (same columns in both).
+macro_rules! stored_totals {
+    ($($model:ty),*) => {$(
+        impl From<&$model> for Totals {
+            fn from(r: &$model) -> Self {
+                Totals::stored(r.api_calls_count, r.tokens_used, r.cost_nano_usd, r.cost_pico_rem)
+            }
+        }
+    )*};
+}
+stored_totals!(
+    crate::entity::usage::Model,
+    crate::entity::usage_breakdown::Model
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,6 +146,26 @@ impl From<&Metric> for MetricResponse {
     }
 }
 
+impl MetricList {
+    pub fn new(rows: &[Metric], next_cursor: Option<String>) -> Self {
+        MetricList {
+            count: rows.len(),
+            metrics: rows.iter().map(MetricResponse::from).collect(),
+            next_cursor,
+        }
+    }
+}
+
+impl EventList {
+    pub fn new(rows: &[Event], next_cursor: Option<String>) -> Self {
+        EventList {
+            count: rows.len(),
+            events: rows.iter().map(EventResponse::from).collect(),
+            next_cursor,
+        }
+    }
+}
+
 impl BatchResponse {
     /// The original's message, plus the count and the ids in request order.
     pub fn new(kind: &str, ids: impl Iterator<Item = i64>) -> Self {

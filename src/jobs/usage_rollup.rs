@@ -317,6 +317,46 @@ fn next_value(stored: Option<Totals>, delta: &Totals, fresh: bool) -> Option<Tot
     }
 }
 
+/// The stored rows of `users` for one (period, date), of the usage table or
+/// its breakdown (`cols`: their period, date and user columns).
+async fn stored_rows<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    [period_col, date_col, user_col]: [E::Column; 3],
+    period: &str,
+    date: NaiveDateTime,
+    users: &[i32],
+) -> Result<Vec<E::Model>, DbErr> {
+    E::find()
+        .filter(period_col.eq(period))
+        .filter(date_col.eq(date))
+        .filter(user_col.is_in(users.iter().copied()))
+        .all(txn)
+        .await
+}
+
+/// Inserts `rows`, or on a `conflict` updates the `update` columns.
+async fn upsert<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    rows: Vec<E::ActiveModel>,
+    conflict: &[E::Column],
+    update: &[E::Column],
+) -> Result<(), DbErr>
+where
+    E::ActiveModel: Clone,
+{
+    for chunk in rows.chunks(ROWS_PER_UPSERT) {
+        E::insert_many(chunk.to_vec())
+            .on_conflict(
+                OnConflict::columns(conflict.iter().copied())
+                    .update_columns(update.iter().copied())
+                    .to_owned(),
+            )
+            .exec_without_returning(txn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Adds the buckets of `users` for one (period, date) to the stored rows;
 /// answers how many rows it wrote.
 async fn store(
@@ -328,41 +368,39 @@ async fn store(
     fresh: bool,
 ) -> Result<i64, DbErr> {
     let now = crate::time::now();
-    let totals: HashMap<i32, Totals> = usage::Entity::find()
-        .filter(usage::Column::PeriodType.eq(period))
-        .filter(usage::Column::Date.eq(date))
-        .filter(usage::Column::UserId.is_in(users.iter().copied()))
-        .all(txn)
+    let totals: HashMap<i32, Totals> = {
+        use usage::Column as C;
+        stored_rows::<usage::Entity>(
+            txn,
+            [C::PeriodType, C::Date, C::UserId],
+            period,
+            date,
+            users,
+        )
         .await?
-        .into_iter()
-        .map(|r| {
-            let t = Totals::stored(
-                r.api_calls_count,
-                r.tokens_used,
-                r.cost_nano_usd,
-                r.cost_pico_rem,
-            );
-            (r.user_id, t)
-        })
-        .collect();
-    let slices: HashMap<(i32, Slice), Totals> = usage_breakdown::Entity::find()
-        .filter(usage_breakdown::Column::PeriodType.eq(period))
-        .filter(usage_breakdown::Column::Date.eq(date))
-        .filter(usage_breakdown::Column::UserId.is_in(users.iter().copied()))
-        .all(txn)
+        .iter()
+        .map(|r| (r.user_id, Totals::from(r)))
+        .collect()
+    };
+    let slices: HashMap<(i32, Slice), Totals> = {
+        use usage_breakdown::Column as C;
+        stored_rows::<usage_breakdown::Entity>(
+            txn,
+            [C::PeriodType, C::Date, C::UserId],
+            period,
+            date,
+            users,
+        )
         .await?
-        .into_iter()
+        .iter()
         .map(|r| {
-            let t = Totals::stored(
-                r.api_calls_count,
-                r.tokens_used,
-                r.cost_nano_usd,
-                r.cost_pico_rem,
-            );
-            ((r.user_id, (r.service_name, r.model)), t)
+            (
+                (r.user_id, (r.service_name.clone(), r.model.clone())),
+                Totals::from(r),
+            )
         })
-        .collect();
-
+        .collect()
+    };
     let mut rows = Vec::new();
     let mut parts = Vec::new();
     for &user in users {
@@ -404,40 +442,30 @@ async fn store(
         }
     }
     let changed = (rows.len() + parts.len()) as i64;
-    if !rows.is_empty() {
+    {
         use usage::Column as C;
-        usage::Entity::insert_many(rows)
-            .on_conflict(
-                OnConflict::columns([C::UserId, C::PeriodType, C::Date])
-                    .update_columns([
-                        C::ApiCallsCount,
-                        C::TokensUsed,
-                        C::CostUsd,
-                        C::CostNanoUsd,
-                        C::CostPicoRem,
-                        C::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+        let conflict = [C::UserId, C::PeriodType, C::Date];
+        let update = [
+            C::ApiCallsCount,
+            C::TokensUsed,
+            C::CostUsd,
+            C::CostNanoUsd,
+            C::CostPicoRem,
+            C::UpdatedAt,
+        ];
+        upsert::<usage::Entity>(txn, rows, &conflict, &update).await?;
     }
-    for chunk in parts.chunks(ROWS_PER_UPSERT) {
+    {
         use usage_breakdown::Column as C;
-        usage_breakdown::Entity::insert_many(chunk.to_vec())
-            .on_conflict(
-                OnConflict::columns([C::UserId, C::PeriodType, C::Date, C::ServiceName, C::Model])
-                    .update_columns([
-                        C::ApiCallsCount,
-                        C::TokensUsed,
-                        C::CostNanoUsd,
-                        C::CostPicoRem,
-                        C::UpdatedAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
+        let conflict = [C::UserId, C::PeriodType, C::Date, C::ServiceName, C::Model];
+        let update = [
+            C::ApiCallsCount,
+            C::TokensUsed,
+            C::CostNanoUsd,
+            C::CostPicoRem,
+            C::UpdatedAt,
+        ];
+        upsert::<usage_breakdown::Entity>(txn, parts, &conflict, &update).await?;
     }
     Ok(changed)
 }

@@ -146,11 +146,7 @@ pub async fn list_metrics(
 ) -> Result<HttpResponse, ApiError> {
     let (filter, page) = (filter.into_inner().parse()?, page.into_inner().parse()?);
     let (rows, next_cursor) = queries::list_metrics(&state.db, filter, &page).await?;
-    Ok(HttpResponse::Ok().json(MetricList {
-        count: rows.len(),
-        metrics: rows.iter().map(MetricResponse::from).collect(),
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(MetricList::new(&rows, next_cursor)))
 }
 
 /// Events, newest first, with keyset pagination.
@@ -177,11 +173,7 @@ async fn events_page(
     page: &crate::analytics::domain::Page,
 ) -> Result<HttpResponse, ApiError> {
     let (rows, next_cursor) = queries::list_events(&state.db, filter, page).await?;
-    Ok(HttpResponse::Ok().json(EventList {
-        count: rows.len(),
-        events: rows.iter().map(EventResponse::from).collect(),
-        next_cursor,
-    }))
+    Ok(HttpResponse::Ok().json(EventList::new(&rows, next_cursor)))
 }
 
 /// A user's events, newest first.
