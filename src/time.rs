@@ -9,6 +9,11 @@ pub fn now() -> NaiveDateTime {
     micros(Utc::now())
 }
 
+/// Now as an instant in UTC (for Unix times, lags and token claims).
+pub fn now_utc() -> DateTime<Utc> {
+    now().and_utc()
+}
+
 /// Truncates to microseconds, as both databases store timestamps.
 pub fn micros(ts: DateTime<Utc>) -> NaiveDateTime {
     let ts = ts.naive_utc();

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Duration, NaiveDateTime, Utc};
+use chrono::{Datelike, Duration, NaiveDateTime};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
@@ -108,7 +108,7 @@ pub async fn costs(
         user_breakdown,
         period: super::views::Period {
             start_date: start.and_utc(),
-            end_date: Utc::now(),
+            end_date: crate::time::now_utc(),
         },
     })
 }

@@ -121,7 +121,7 @@ impl JwtKeys {
         role: &str,
         session_id: &str,
     ) -> Result<(String, Claims), AuthError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::time::now_utc().timestamp();
         let claims = Claims {
             sub: user_id.to_string(),
             email: Some(email.to_string()),

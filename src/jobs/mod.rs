@@ -115,7 +115,7 @@ impl Jobs {
         match &result {
             Ok(r) if r.ran => {
                 metrics::gauge!("job_last_run_timestamp_seconds", "job" => job.name())
-                    .set(Utc::now().timestamp() as f64);
+                    .set(crate::time::now_utc().timestamp() as f64);
                 metrics::gauge!("job_last_duration_seconds", "job" => job.name())
                     .set(r.duration_ms as f64 / 1000.0);
                 metrics::gauge!("job_last_rows", "job" => job.name()).set(r.rows as f64);
@@ -249,7 +249,7 @@ pub struct JobStatus {
 }
 
 pub async fn status(db: &DatabaseConnection) -> Result<Vec<JobStatus>, DbErr> {
-    let now = Utc::now();
+    let now = crate::time::now_utc();
     let rows = jobs::Entity::find().all(db).await?;
     let mut out: Vec<JobStatus> = rows
         .into_iter()

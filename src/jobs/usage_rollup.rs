@@ -197,7 +197,7 @@ pub(super) async fn run_once(
         .and_then(|j| j.gaps)
         .and_then(|g| serde_json::from_str(&g).ok())
         .unwrap_or_default();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::time::now_utc().timestamp();
     let open: Vec<Gap> = stored_gaps
         .iter()
         .copied()
