@@ -111,7 +111,7 @@ def start_server(env_extra):
             "PORT": str(PORT),
             "METRICS_PORT": str(METRICS_PORT),
             "BIND_ADDRESS": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
+            # Production's defaults otherwise: JSON access and audit logs at INFO.
             "LOGIN_MAX_FAILURES": "1000000",
             "LOGIN_IP_MAX_FAILURES": "1000000",
         }
@@ -214,7 +214,20 @@ def main():
     db_url = os.environ["BENCH_DATABASE_URL"]
     redis_url = os.environ["BENCH_REDIS_URL"]
 
-    proc = start_server({"DATABASE_URL": db_url, "REDIS_URL": redis_url})
+    backends = {"DATABASE_URL": db_url, "REDIS_URL": redis_url}
+    print(f"load generator: wrk, 1 thread, 32 connections unless a scenario says otherwise "
+          f"(64 for single events, 4 for batches and logins, 2 for reads), on the same "
+          f"{os.cpu_count()} cores as the server, Postgres and Redis", flush=True)
+    # For reference only: the ceiling with access logs off, in this same run.
+    quiet = start_server({**backends, "LOG_LEVEL": "WARNING"})
+    try:
+        off = wrk("/health/live", lua("GET"), secs)
+    finally:
+        quiet.send_signal(signal.SIGTERM)
+        quiet.wait(timeout=60)
+    print(f"  GET /health/live with logs off (reference): {off['rps']:.0f} req/s, p99 {off['p99_ms']} ms", flush=True)
+
+    proc = start_server(backends)
     results = []
     try:
         time.sleep(1)
@@ -232,6 +245,9 @@ def main():
             return r
 
         ceiling = run("GET /health/live", "/health/live", lua("GET"))
+        off.update({"scenario": "GET /health/live, logs off (reference)", "unit": "req/s", "rate": off["rps"]})
+        results.append(off)
+        print(f"  access logs cost: ceiling with logs on is {ceiling['rate'] / off['rps']:.0%} of logs off", flush=True)
         run("GET /auth/verify", "/auth/verify", lua("GET", headers={"Authorization": f"Bearer {token}"}))
         event = {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
         full = run("POST /analytics/events", "/analytics/events", lua("POST", event), conns=64, unit="events/s")

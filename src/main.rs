@@ -58,7 +58,8 @@ fn return_large_buffers_to_the_os() {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings.log);
+    // Held until the server has stopped: dropping it flushes the last lines.
+    let _log = platform_server::telemetry::init_tracing(&settings.log);
     let app = Application::build(settings.clone()).await?;
     let host = if settings.http.bind_address.is_unspecified() {
         "localhost".to_string()
@@ -93,7 +94,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 async fn migrate(settings: Settings, action: MigrateAction) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings.log);
+    let _log = platform_server::telemetry::init_tracing(&settings.log);
     let db = platform_server::db::connect(&settings.database).await?;
     match action {
         MigrateAction::Up { steps } => Migrator::up(&db, steps).await?,
@@ -112,7 +113,7 @@ async fn create_admin(
     email: &str,
     password: &str,
 ) -> anyhow::Result<ExitCode> {
-    platform_server::telemetry::init_tracing(&settings.log);
+    let _log = platform_server::telemetry::init_tracing(&settings.log);
     // The bootstrap settings would create a second admin here; this command is explicit.
     settings.auth.admin = None;
     settings.http.metrics_enabled = false;

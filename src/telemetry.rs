@@ -4,12 +4,18 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global tracing subscriber; a second call is a no-op (tests).
-pub fn init_tracing(settings: &LogSettings) {
+///
+/// Lines are formatted on the thread that logs them and written by a
+/// background thread, so a slow stdout never stalls a request; the returned
+/// guard flushes what is queued when dropped, so keep it until exit. The
+/// writer blocks rather than drop a line when its queue is full.
+pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         let level = settings.filter;
         // Our own crate at the configured level; dependencies one step quieter.
@@ -17,18 +23,28 @@ pub fn init_tracing(settings: &LogSettings) {
             "warn,platform_server={level},migration={level},sea_orm_migration={level}"
         ))
     });
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stdout());
     let registry = tracing_subscriber::registry().with(filter);
-    let _ = match settings.format {
+    let installed = match settings.format {
+        // The request span's fields once, under "span" (the span list would
+        // repeat them in "spans" on every line).
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer),
             )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_target(false).with_writer(writer))
+            .try_init(),
     };
+    installed.is_ok().then_some(guard)
 }
 
 /// The process-wide Prometheus recorder (metrics' recorder is global, so

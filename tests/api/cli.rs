@@ -204,3 +204,64 @@ fn config_file_overrides_files_and_env_overrides_it() {
             .unwrap_err();
     assert_eq!(err.key, "CONFIG_FILE");
 }
+
+/// Access lines go through a background writer; SIGTERM must not lose the
+/// ones still queued, and each JSON line carries the request's fields once.
+#[tokio::test]
+async fn no_access_line_is_lost_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics) = (free_port(), free_port());
+    let mut cmd = Command::new(BIN);
+    clean_env(&mut cmd, dir.path(), port, metrics);
+    let mut server = Server(
+        cmd.env("LOG_FORMAT", "json")
+            .env("LOG_LEVEL", "INFO")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Drained as it comes, as a log collector would.
+    let mut stdout = server.0.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        use std::io::Read;
+        stdout.read_to_string(&mut out).unwrap();
+        out
+    });
+    let url = format!("http://127.0.0.1:{port}/health/live");
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(&url).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "server ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    const N: usize = 2000;
+    for chunk in 0..N / 100 {
+        let batch = (0..100).map(|i| {
+            client
+                .get(&url)
+                .header("X-Request-Id", format!("probe-{}", chunk * 100 + i))
+                .send()
+        });
+        for resp in futures_util::future::join_all(batch).await {
+            assert_eq!(resp.unwrap().status(), 200);
+        }
+    }
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe { libc::kill(server.0.id() as i32, libc::SIGTERM) };
+    assert!(server.0.wait().unwrap().success());
+    let out = reader.join().unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for line in out.lines().filter(|l| l.starts_with('{')) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["message"] == "request" && v["span"]["route"] == "/health/live" {
+            let id = v["span"]["request_id"].as_str().unwrap().to_string();
+            assert!(line.matches("request_id").count() == 1, "{line}");
+            if id.starts_with("probe-") {
+                seen.insert(id);
+            }
+        }
+    }
+    assert_eq!(seen.len(), N, "every access line was written");
+}

@@ -134,7 +134,10 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let settings = Settings::load_with(Some(env.clone())).expect("test settings are valid");
     if std::env::var("TEST_LOG").is_ok() {
         // TEST_LOG=1 cargo test -- --nocapture shows the servers' logs.
-        platform_server::telemetry::init_tracing(&settings.log);
+        // Kept for the whole test process: the first server's subscriber serves all.
+        if let Some(guard) = platform_server::telemetry::init_tracing(&settings.log) {
+            std::mem::forget(guard);
+        }
     }
     let app = Application::build(settings)
         .await
