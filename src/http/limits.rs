@@ -12,14 +12,14 @@ use std::time::Duration;
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::error::PayloadError;
-use actix_web::http::{StatusCode, header};
+use actix_web::http::{ConnectionType, StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::web::Bytes;
 use actix_web::{Error, HttpMessage, HttpResponse, web};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep, sleep_until};
 
-use super::ErrorBody;
+use super::json_error;
 use crate::config::HttpSettings;
 
 #[derive(Debug, Clone, Copy)]
@@ -42,9 +42,9 @@ impl RequestLimits {
 /// An error answer after which the connection is closed: the rest of what
 /// the client sends is not read.
 pub fn closing_error(status: StatusCode, detail: impl Into<String>) -> HttpResponse {
-    HttpResponse::build(status).force_close().json(ErrorBody {
-        detail: detail.into(),
-    })
+    let mut resp = json_error(status, detail);
+    resp.head_mut().set_connection_type(ConnectionType::Close);
+    resp
 }
 
 /// What a body that took too long fails with; the extractors answer it 408.

@@ -1,9 +1,7 @@
 //! HTTP handlers of `/auth/*`: translate requests, call the service, answer.
 
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse, web};
-
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
