@@ -23,9 +23,12 @@ pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
             "warn,platform_server={level},migration={level},sea_orm_migration={level}"
         ))
     });
+    // Buffered: stdout alone makes a write per line; the worker flushes the
+    // buffer whenever its queue runs empty, so nothing waits long.
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
-        .finish(std::io::stdout());
+        .finish(stdout);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match settings.format {
         // The request span's fields once, under "span" (the span list would
