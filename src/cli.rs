@@ -1,4 +1,5 @@
-//! Command line: `serve` (default), `migrate`, `openapi`, `healthcheck`.
+//! Command line: `serve` (default), `migrate`, `openapi`, `create-admin`,
+//! `api-keys`, `healthcheck`.
 
 use clap::{Parser, Subcommand};
 
@@ -32,12 +33,42 @@ pub enum Command {
         #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
         password: String,
     },
+    /// Create, list and revoke managed API keys.
+    ApiKeys {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
     /// Exit 0 only if the local server's /health/ready answers 200.
     Healthcheck {
         /// Overrides http://127.0.0.1:$PORT/health/ready.
         #[arg(long)]
         url: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyAction {
+    /// Create a key and print its secret (shown only this once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: auth, ingest, read, admin.
+        #[arg(long)]
+        scopes: String,
+        /// Requests per second, shared by all replicas.
+        #[arg(long)]
+        rate_per_second: Option<i64>,
+        /// Events and metrics per UTC day.
+        #[arg(long)]
+        daily_ingest_quota: Option<i64>,
+        /// The key stops working after this many days.
+        #[arg(long)]
+        expires_in_days: Option<i64>,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by id; every replica refuses it within a second.
+    Revoke { id: i32 },
 }
 
 #[derive(Subcommand, Debug)]

@@ -13,6 +13,7 @@ pub mod db;
 pub mod entity;
 pub mod http;
 pub mod jobs;
+pub mod keys;
 pub mod startup;
 pub mod telemetry;
 pub mod time;

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use migration::{Migrator, MigratorTrait};
-use platform_server::cli::{Cli, Command, MigrateAction};
+use platform_server::cli::{Cli, Command, KeyAction, MigrateAction};
 use platform_server::config::Settings;
 use platform_server::startup::Application;
 
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
             Command::CreateAdmin { email, password } => {
                 create_admin(settings, &email, &password).await
             }
+            Command::ApiKeys { action } => api_keys(settings, action).await,
             Command::Openapi => unreachable!("handled before loading settings"),
         }
     });
@@ -125,6 +126,77 @@ async fn create_admin(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("admin: id {} <{}>", user.id, user.email);
     background.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn api_keys(settings: Settings, action: KeyAction) -> anyhow::Result<ExitCode> {
+    use platform_server::keys::{Keys, NewKey, Scopes};
+    let db = platform_server::db::connect(&settings.database).await?;
+    if settings.database.run_migrations {
+        platform_server::db::migrate(&db).await?;
+    }
+    // Managing keys needs no cache: replicas re-read a key within a second.
+    let cache = std::sync::Arc::new(platform_server::cache::MemoryCache::new());
+    let keys = Keys::new(db.clone(), cache, [], true, None);
+    let fail = |e: platform_server::keys::KeyError| anyhow::anyhow!("{e}");
+    match action {
+        KeyAction::Create {
+            name,
+            scopes,
+            rate_per_second,
+            daily_ingest_quota,
+            expires_in_days,
+        } => {
+            let expires_at = expires_in_days
+                .map(|d| {
+                    chrono::Duration::try_days(d)
+                        .filter(|_| d > 0)
+                        .ok_or_else(|| anyhow::anyhow!("--expires-in-days must be positive"))
+                })
+                .transpose()?
+                .map(|d| platform_server::time::now() + d);
+            let new = NewKey::new(
+                &name,
+                Scopes::parse(&scopes).map_err(fail)?,
+                rate_per_second,
+                daily_ingest_quota,
+                expires_at,
+                Some("cli".into()),
+            )
+            .map_err(fail)?;
+            let created = keys.create(new).await.map_err(fail)?;
+            println!("id:     {}", created.key.id);
+            println!("name:   {}", created.key.name);
+            println!("scopes: {}", created.key.scopes);
+            println!("secret: {}", created.secret);
+            eprintln!("The secret is shown only now; keep it somewhere safe.");
+        }
+        KeyAction::List => {
+            println!("id\tname\tprefix\tscopes\trate/s\tquota/day\texpires\tlast used\trevoked");
+            let show = |t: Option<chrono::NaiveDateTime>| {
+                t.map_or("-".to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            };
+            for k in keys.list().await.map_err(fail)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    k.id,
+                    k.name,
+                    k.prefix,
+                    k.scopes,
+                    k.rate_per_second.map_or("-".into(), |r| r.to_string()),
+                    k.daily_ingest_quota.map_or("-".into(), |q| q.to_string()),
+                    show(k.expires_at),
+                    show(k.last_used_at),
+                    show(k.revoked_at),
+                );
+            }
+        }
+        KeyAction::Revoke { id } => {
+            let k = keys.revoke(id).await.map_err(fail)?;
+            println!("revoked: id {} ({})", k.id, k.name);
+        }
+    }
+    db.close().await.ok();
     Ok(ExitCode::SUCCESS)
 }
 

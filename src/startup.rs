@@ -16,7 +16,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use secrecy::ExposeSecret;
 
 use crate::config::{RunEnvironment, Settings};
-use crate::http::middleware::{ApiKeys, observe, require_api_key};
+use crate::http::callers::authorize_caller;
+use crate::http::middleware::observe;
 use crate::http::{AppState, json_error};
 
 /// Tasks that outlive requests (the ingest writers, jobs). Stopped after the
@@ -62,18 +63,7 @@ impl Application {
         let hasher = state.auth.hasher.clone();
         tokio::spawn(async move { hasher.warm_up().await });
         let http = &settings.http;
-        let keys = &settings.api_keys;
-        let generated_api_key = (keys.keys.is_empty()
-            && keys.required
-            && settings.environment == RunEnvironment::Development)
-            .then(generate_key);
-        let api_keys = web::Data::new(ApiKeys::new(
-            keys.keys
-                .iter()
-                .map(|k| k.expose_secret())
-                .chain(generated_api_key.as_deref()),
-            keys.required,
-        ));
+        let generated_api_key = state.keys.generated().map(str::to_string);
 
         let listener = TcpListener::bind((http.bind_address, http.port))
             .with_context(|| format!("binding {}:{}", http.bind_address, http.port))?;
@@ -108,7 +98,6 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(api_keys.clone())
                 .app_data(request_limits.clone())
                 .configure(crate::http::body::extractors(body_limit, json_limits))
                 .configure(crate::http::health::routes)
@@ -116,13 +105,14 @@ impl Application {
                 .configure(crate::http::analytics::routes::routes)
                 .configure(crate::http::analytics::usage::routes)
                 .configure(crate::http::jobs::routes)
+                .configure(crate::http::keys::routes)
                 .configure(crate::http::legacy::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
                 .route("/docs", web::get().to(redirect_to_docs))
                 .route("/", web::get().to(redirect_to_docs))
                 .default_service(web::to(not_found))
                 .wrap(from_fn(crate::http::body::refuse_nul))
-                .wrap(from_fn(require_api_key))
+                .wrap(from_fn(authorize_caller))
                 .wrap(cors(cors_origins.as_deref()))
                 .wrap(from_fn(crate::http::limits::bound_request))
                 .wrap(from_fn(observe))
@@ -204,7 +194,20 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
             .await
             .map_err(|e| anyhow::anyhow!("creating ADMIN_EMAIL: {e}"))?;
     }
+    let key_settings = &settings.api_keys;
+    let generated = (key_settings.keys.is_empty()
+        && key_settings.required
+        && settings.environment == RunEnvironment::Development)
+        .then(generate_key);
+    let keys = Arc::new(crate::keys::Keys::new(
+        db.clone(),
+        cache.clone(),
+        key_settings.keys.iter().map(|k| k.expose_secret()),
+        key_settings.required,
+        generated,
+    ));
     let state = AppState {
+        keys,
         jobs: crate::jobs::Jobs::new(
             db.clone(),
             &settings.jobs,

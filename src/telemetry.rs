@@ -98,6 +98,18 @@ fn describe_metrics() {
         "Requests served through a deprecated legacy alias, by route"
     );
     describe_counter!(
+        "api_key_requests_total",
+        "Requests admitted with a managed or configured API key, by key name"
+    );
+    describe_counter!(
+        "api_key_rejections_total",
+        "Requests refused for their API key, by key name and reason (unknown, revoked, expired, scope, rate, quota)"
+    );
+    describe_counter!(
+        "api_key_limit_unchecked_total",
+        "Per-key limits not checked because the shared cache was unavailable"
+    );
+    describe_counter!(
         "http_panics_total",
         "Handler panics caught and answered with 500"
     );

@@ -14,6 +14,7 @@ mod m20250104_000001_usage_rollups;
 mod m20250105_000001_analytics_rollups;
 mod m20250106_000001_hourly_rollups;
 mod m20250107_000001_incremental_usage;
+mod m20250108_000001_api_keys;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250105_000001_analytics_rollups::Migration),
             Box::new(m20250106_000001_hourly_rollups::Migration),
             Box::new(m20250107_000001_incremental_usage::Migration),
+            Box::new(m20250108_000001_api_keys::Migration),
         ]
     }
 }

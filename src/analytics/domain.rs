@@ -61,6 +61,8 @@ pub struct NewEvent {
     pub timestamp: NaiveDateTime,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    /// The managed API key that sent it, stamped by the caller.
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +75,8 @@ pub struct NewMetric {
     pub endpoint: Option<String>,
     pub labels: Value,
     pub timestamp: NaiveDateTime,
+    /// The managed API key that sent it, stamped by the caller.
+    pub api_key_id: Option<i32>,
 }
 
 /// What new rows may hold: object sizes and the accepted time window.
@@ -168,6 +172,14 @@ pub fn user_id(value: Option<i64>) -> Result<Option<i32>, Invalid> {
         None => Ok(None),
         Some(v) if (1..=i64::from(i32::MAX)).contains(&v) => Ok(Some(v as i32)),
         Some(_) => Err(Invalid::new("user_id must be between 1 and 2147483647")),
+    }
+}
+
+pub fn api_key_id(value: Option<i64>) -> Result<Option<i32>, Invalid> {
+    match value {
+        None => Ok(None),
+        Some(v) if (1..=i64::from(i32::MAX)).contains(&v) => Ok(Some(v as i32)),
+        Some(_) => Err(Invalid::new("api_key_id must be between 1 and 2147483647")),
     }
 }
 
@@ -279,6 +291,7 @@ pub struct EventFilter {
     pub event_type: Option<String>,
     pub user_id: Option<i32>,
     pub session_id: Option<String>,
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -288,6 +301,7 @@ pub struct MetricFilter {
     pub user_id: Option<i32>,
     pub endpoint: Option<String>,
     pub metric_type: Option<MetricType>,
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -86,6 +86,9 @@ pub async fn list_metrics(
     if let Some(v) = f.user_id {
         find = find.filter(C::UserId.eq(v));
     }
+    if let Some(v) = f.api_key_id {
+        find = find.filter(C::ApiKeyId.eq(v));
+    }
     Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
 }
 
@@ -104,6 +107,9 @@ pub async fn list_events(
     }
     if let Some(v) = f.user_id {
         find = find.filter(C::UserId.eq(v));
+    }
+    if let Some(v) = f.api_key_id {
+        find = find.filter(C::ApiKeyId.eq(v));
     }
     Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
 }

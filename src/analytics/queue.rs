@@ -343,6 +343,7 @@ mod tests {
             endpoint: None,
             labels: serde_json::json!({}),
             timestamp: crate::time::now(),
+            api_key_id: None,
         }
     }
 

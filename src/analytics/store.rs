@@ -52,6 +52,7 @@ fn event_row(e: &NewEvent) -> events::ActiveModel {
         ip_address: Set(e.ip_address.clone()),
         user_agent: Set(e.user_agent.clone()),
         event_id: Set(e.event_id.clone()),
+        api_key_id: Set(e.api_key_id),
     }
 }
 
@@ -66,6 +67,7 @@ fn stored_event(id: i64, e: &NewEvent) -> Event {
         ip_address: e.ip_address.clone(),
         user_agent: e.user_agent.clone(),
         event_id: e.event_id.clone(),
+        api_key_id: e.api_key_id,
     }
 }
 
@@ -138,6 +140,7 @@ async fn insert_metrics(
             endpoint: Set(m.endpoint.clone()),
             labels: Set(m.labels.clone()),
             timestamp: Set(m.timestamp),
+            api_key_id: Set(m.api_key_id),
         });
         let keys = metrics::Entity::insert_many(models)
             .exec_with_returning_keys(txn)
@@ -155,6 +158,7 @@ async fn insert_metrics(
             endpoint: m.endpoint.clone(),
             labels: m.labels.clone(),
             timestamp: m.timestamp,
+            api_key_id: m.api_key_id,
         }));
     }
     Ok(out)

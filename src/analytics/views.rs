@@ -19,6 +19,9 @@ pub struct EventResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<String>,
     pub timestamp: DateTime<Utc>,
+    /// The managed API key that ingested it; absent for configured keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -33,6 +36,9 @@ pub struct MetricResponse {
     #[schema(value_type = Object)]
     pub labels: Value,
     pub timestamp: DateTime<Utc>,
+    /// The managed API key that ingested it; absent for configured keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -126,6 +132,7 @@ impl From<&Event> for EventResponse {
             session_id: e.session_id.clone(),
             event_id: e.event_id.clone(),
             timestamp: e.timestamp.and_utc(),
+            api_key_id: e.api_key_id,
         }
     }
 }
@@ -142,6 +149,7 @@ impl From<&Metric> for MetricResponse {
             endpoint: m.endpoint.clone(),
             labels: m.labels.clone(),
             timestamp: m.timestamp.and_utc(),
+            api_key_id: m.api_key_id,
         }
     }
 }

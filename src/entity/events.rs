@@ -14,6 +14,8 @@ pub struct Model {
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
     pub event_id: Option<String>,
+    /// The managed API key that ingested it (none for configured keys).
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,8 @@ pub struct Model {
     #[sea_orm(column_type = "Json")]
     pub labels: Json,
     pub timestamp: DateTime,
+    /// The managed API key that ingested it (none for configured keys).
+    pub api_key_id: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,6 +1,7 @@
 //! SeaORM entities, one per table. Kept apart from hand-written logic; the
 //! HTTP layer never serializes these directly.
 
+pub mod api_keys;
 pub mod events;
 pub mod jobs;
 pub mod metrics;

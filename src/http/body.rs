@@ -152,6 +152,31 @@ impl<T: DeserializeOwned + 'static> FromRequest for MaybeJson<T> {
     }
 }
 
+/// A JSON object body, or the same fields form-encoded (as OAuth2 clients
+/// send them), chosen by `Content-Type`.
+#[derive(Debug)]
+pub struct JsonOrForm<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonOrForm<T> {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            let body = web::Form::<T>::from_request(req, payload);
+            Box::pin(async move { Ok(JsonOrForm(body.await?.into_inner())) })
+        } else {
+            let body = Json::<T>::from_request(req, payload);
+            Box::pin(async move { Ok(JsonOrForm(body.await?.0)) })
+        }
+    }
+}
+
 /// Refuses a NUL character anywhere in the URL: text columns cannot hold one,
 /// so it would otherwise fail deep in a query rather than as bad input.
 pub async fn refuse_nul(

@@ -3,7 +3,7 @@
 //! logged, never sent.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -11,11 +11,11 @@ use utoipa::ToSchema;
 use crate::analytics::{IngestError, Invalid, QueryError};
 use crate::auth::AuthError;
 use crate::jobs::JobError;
+use crate::keys::{KeyError, Quota};
 
 /// The error body of every endpoint (FastAPI's convention, kept for clients).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
-    #[schema(example = "Invalid API key")]
     pub detail: String,
 }
 
@@ -40,6 +40,17 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after: u64 },
+    /// 429 from a per-key limit: `Retry-After` and the RateLimit headers.
+    #[error("{detail}")]
+    Limited { detail: String, quota: Quota },
+    /// An OAuth2 token endpoint error (RFC 6749 §5.2), with `detail` too.
+    #[error("{description}")]
+    OAuth {
+        status: StatusCode,
+        error: &'static str,
+        description: String,
+        retry_after: Option<u64>,
+    },
     #[error("{detail}")]
     Unavailable { detail: String, retry_after: u64 },
     #[error("internal error")]
@@ -123,6 +134,24 @@ impl From<QueryError> for ApiError {
     }
 }
 
+impl From<KeyError> for ApiError {
+    fn from(err: KeyError) -> Self {
+        let detail = err.to_string();
+        match err {
+            KeyError::Unknown | KeyError::Revoked | KeyError::Expired => {
+                ApiError::Unauthorized(detail)
+            }
+            KeyError::MissingScope(_) => ApiError::Forbidden(detail),
+            KeyError::RateLimited(quota) | KeyError::QuotaExceeded(quota) => {
+                ApiError::Limited { detail, quota }
+            }
+            KeyError::NotFound => ApiError::NotFound(detail),
+            KeyError::Invalid(_) => ApiError::Unprocessable(detail),
+            KeyError::Database(e) => e.into(),
+        }
+    }
+}
+
 impl From<JobError> for ApiError {
     fn from(err: JobError) -> Self {
         match err {
@@ -141,7 +170,10 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests { .. } | ApiError::Limited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            ApiError::OAuth { status, .. } => *status,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -163,12 +195,64 @@ impl ResponseError for ApiError {
                     HeaderValue::from_static("Bearer error=\"invalid_token\""),
                 ));
             }
+            ApiError::Limited { quota, .. } => {
+                resp.insert_header((header::RETRY_AFTER, quota.reset.max(1).to_string()));
+                for (name, value) in ratelimit_headers(quota) {
+                    resp.insert_header((name, value));
+                }
+            }
+            ApiError::OAuth {
+                error,
+                description,
+                retry_after,
+                ..
+            } => {
+                if *error == "invalid_client" {
+                    resp.insert_header((
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"platform-server\""),
+                    ));
+                }
+                if let Some(after) = retry_after {
+                    resp.insert_header((header::RETRY_AFTER, after.to_string()));
+                }
+                resp.insert_header((header::CACHE_CONTROL, "no-store"));
+                return resp.json(OAuthErrorBody {
+                    error,
+                    error_description: description.clone(),
+                    detail: description.clone(),
+                });
+            }
             _ => {}
         }
         resp.json(ErrorBody {
             detail: self.to_string(),
         })
     }
+}
+
+/// The token endpoint's error body: RFC 6749 §5.2, plus `detail` for the
+/// clients of the original service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthErrorBody {
+    #[schema(example = "invalid_grant")]
+    pub error: &'static str,
+    #[schema(example = "Invalid email or password")]
+    pub error_description: String,
+    #[schema(example = "Invalid email or password")]
+    pub detail: String,
+}
+
+/// The IETF draft's `RateLimit-*` headers for where a limit stands.
+pub fn ratelimit_headers(q: &Quota) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (HeaderName::from_static("ratelimit-limit"), q.limit.into()),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            q.remaining.into(),
+        ),
+        (HeaderName::from_static("ratelimit-reset"), q.reset.into()),
+    ]
 }
 
 /// A JSON error response for places that have no `ApiError` (middleware, fallbacks).

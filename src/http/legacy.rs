@@ -76,7 +76,7 @@ pub async fn login(
 }
 
 /// Deprecated alias of `GET /auth/verify`.
-#[utoipa::path(get, path = "/verify", operation_id = "legacy_get_verify", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+#[utoipa::path(get, path = "/verify", operation_id = "legacy_get_verify", tag = "legacy", security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses((status = 200, description = "Valid token", body = VerifyResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 #[deprecated]
@@ -85,7 +85,7 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
 }
 
 /// Deprecated alias of `GET /auth/profile`.
-#[utoipa::path(get, path = "/profile", operation_id = "legacy_get_profile", tag = "legacy", security(("api_key" = [], "bearer" = [])),
+#[utoipa::path(get, path = "/profile", operation_id = "legacy_get_profile", tag = "legacy", security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses((status = 200, description = "Profile", body = UserResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 #[deprecated]
@@ -95,7 +95,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 
 /// Deprecated alias of `PUT /auth/profile`.
 #[utoipa::path(put, path = "/profile", operation_id = "legacy_put_profile", tag = "legacy", request_body = ProfileUpdate,
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses((status = 200, description = "Updated profile", body = UserResponse),
               (status = 401, description = "Invalid token", body = ErrorBody)))]
 #[deprecated]

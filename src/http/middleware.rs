@@ -1,5 +1,5 @@
 //! Cross-cutting HTTP layers: request ids, spans and access logs, route
-//! metrics, panic containment, JSON error bodies, and the API-key guard.
+//! metrics, panic containment and JSON error bodies.
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -9,16 +9,13 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpMessage, web};
+use actix_web::{Error, HttpMessage};
 use futures_util::FutureExt;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tracing::Instrument;
 
 use super::json_error;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub const API_KEY_HEADER: &str = "x-api-key";
 
 /// The request id, stored in request extensions for handlers and logs.
 #[derive(Clone, Debug)]
@@ -128,126 +125,4 @@ fn replace_body_with_detail(res: ServiceResponse<BoxBody>) -> ServiceResponse<Bo
         }
     }
     ServiceResponse::new(req, fresh)
-}
-
-/// API keys, kept only as SHA-256 digests so every comparison has the same
-/// length and runs in constant time.
-pub struct ApiKeys {
-    digests: Vec<[u8; 32]>,
-    required: bool,
-}
-
-impl ApiKeys {
-    pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>, required: bool) -> Self {
-        ApiKeys {
-            digests: keys
-                .into_iter()
-                .map(|k| Sha256::digest(k.as_bytes()).into())
-                .collect(),
-            required,
-        }
-    }
-
-    pub fn required(&self) -> bool {
-        self.required
-    }
-
-    pub fn is_valid(&self, presented: &[u8]) -> bool {
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        // Compare against every key without stopping early.
-        self.digests
-            .iter()
-            .fold(subtle::Choice::from(0), |acc, k| acc | k.ct_eq(&digest))
-            .into()
-    }
-}
-
-/// Paths that need no key: probes, docs and public key material. The OAuth2
-/// token endpoint checks the key itself, because Swagger UI sends it as the
-/// client secret rather than as a header.
-pub(crate) fn is_exempt(path: &str) -> bool {
-    path == "/"
-        || path == "/auth/token"
-        || path == "/health"
-        || path.starts_with("/health/")
-        || path == "/docs"
-        || path.starts_with("/docs/")
-        || path == "/openapi.json"
-        || path.starts_with("/.well-known/")
-}
-
-/// Guards every route but the exempt ones, legacy aliases included (the
-/// original left those open).
-pub async fn require_api_key(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<BoxBody>, Error> {
-    let keys = req
-        .app_data::<web::Data<ApiKeys>>()
-        .expect("ApiKeys is registered as app data")
-        .clone();
-    let presented = req
-        .headers()
-        .get(API_KEY_HEADER)
-        .map(|v| keys.is_valid(v.as_bytes()));
-    if presented == Some(true) {
-        req.extensions_mut().insert(ApiKeyPresented);
-    } else if keys.required
-        && req.method() != actix_web::http::Method::OPTIONS
-        && !is_exempt(req.path())
-    {
-        let detail = if presented.is_none() {
-            "Missing API key"
-        } else {
-            "Invalid API key"
-        };
-        let (http_req, _) = req.into_parts();
-        return Ok(ServiceResponse::new(
-            http_req,
-            json_error(StatusCode::UNAUTHORIZED, detail),
-        ));
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
-}
-
-/// Marks a request that presented a valid API key (a service caller).
-#[derive(Clone, Copy, Debug)]
-pub struct ApiKeyPresented;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn any_configured_key_is_accepted() {
-        let keys = ApiKeys::new(["old", "new"], true);
-        assert!(keys.is_valid(b"old"));
-        assert!(keys.is_valid(b"new"));
-        assert!(!keys.is_valid(b"ne"));
-        assert!(!keys.is_valid(b""));
-    }
-
-    #[test]
-    fn only_probes_docs_and_well_known_are_exempt() {
-        for p in [
-            "/health",
-            "/health/ready",
-            "/docs",
-            "/docs/index.html",
-            "/openapi.json",
-            "/.well-known/jwks.json",
-        ] {
-            assert!(is_exempt(p), "{p}");
-        }
-        for p in [
-            "/auth/login",
-            "/analytics/events",
-            "/metrics",
-            "/login",
-            "/healthz",
-            "/docsx",
-        ] {
-            assert!(!is_exempt(p), "{p}");
-        }
-    }
 }

@@ -7,7 +7,8 @@ use utoipa::openapi::security::{
 };
 
 use utoipa::openapi::path::{Operation, PathItem};
-use utoipa::openapi::{Content, Ref, RefOr, Response, ResponseBuilder, Responses};
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Responses};
 use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
@@ -25,7 +26,7 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::http::health::ready,
         crate::http::auth::routes::register,
         crate::http::auth::routes::login,
-        crate::http::auth::routes::token,
+        crate::http::auth::oauth::token,
         crate::http::auth::routes::refresh,
         crate::http::auth::routes::logout,
         crate::http::auth::routes::verify,
@@ -51,6 +52,11 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::http::analytics::usage::get_costs,
         crate::http::jobs::run_rollup,
         crate::http::jobs::run_retention,
+        crate::http::keys::create_key,
+        crate::http::keys::list_keys,
+        crate::http::keys::get_key,
+        crate::http::keys::update_key,
+        crate::http::keys::revoke_key,
         crate::http::legacy::register,
         crate::http::legacy::login,
         crate::http::legacy::verify,
@@ -84,15 +90,26 @@ impl Modify for SecuritySchemes {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-API-Key",
-                "Service API key (API_KEY / API_KEYS)",
+                "Service API key: a managed key (`psk_…`, from /admin/api-keys or `platform-server api-keys create`) or one of API_KEY / API_KEYS",
             ))),
         );
         components.add_security_scheme(
             "oauth2",
-            SecurityScheme::OAuth2(OAuth2::new([Flow::Password(Password::new(
-                "/auth/token",
-                Scopes::new(),
-            ))])),
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new("/auth/token", Scopes::new()))],
+                "Password grant: your email and password; client_secret is an API key with the auth scope (client_id may be anything).",
+            )),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "OAuth2 client_secret_basic: any client id, an API key with the auth scope as the secret",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "bearer",
@@ -133,6 +150,86 @@ fn error(description: &str) -> RefOr<Response> {
         .into()
 }
 
+/// An error answer whose examples are bodies the server really sends.
+fn error_with(description: &str, details: &[(&str, &str)]) -> RefOr<Response> {
+    error_merged(description, details, None)
+}
+
+/// As `error_with`, keeping the examples a handler documented itself.
+fn error_merged(
+    description: &str,
+    details: &[(&str, &str)],
+    own: Option<&Response>,
+) -> RefOr<Response> {
+    let mut examples: Vec<(String, RefOr<utoipa::openapi::example::Example>)> = own
+        .and_then(|r| r.content.get("application/json"))
+        .and_then(|c| match c {
+            RefOr::T(c) => Some(c.examples.clone().into_iter().collect()),
+            RefOr::Ref(_) => None,
+        })
+        .unwrap_or_default();
+    examples.extend(details.iter().map(|(name, detail)| {
+        (
+            name.to_string(),
+            ExampleBuilder::new()
+                .value(Some(serde_json::json!({ "detail": detail })))
+                .build()
+                .into(),
+        )
+    }));
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .examples_from_iter(examples)
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
+        .build()
+        .into()
+}
+
+fn takes_bearer(op: &Operation) -> bool {
+    op.security
+        .iter()
+        .flatten()
+        .any(|req| serde_json::to_value(req).is_ok_and(|v| v.get("bearer").is_some()))
+}
+
+/// The 401 a guarded operation gives: its handler's own, the key guard's,
+/// and for user routes the bearer token's.
+fn unauthorized(op: &Operation) -> RefOr<Response> {
+    let own = match op.responses.responses.get("401") {
+        Some(RefOr::T(r)) if !takes_bearer(op) => Some(r),
+        _ => None,
+    };
+    let mut details = vec![
+        ("missing_key", "Missing API key"),
+        ("bad_key", "Invalid API key"),
+        ("revoked_key", "API key revoked"),
+    ];
+    if takes_bearer(op) {
+        details.extend([
+            ("missing_token", "Missing or invalid authorization header"),
+            ("bad_token", "Invalid token"),
+            ("expired_token", "Token expired"),
+            ("revoked_token", "Token has been revoked"),
+        ]);
+    }
+    let description = match (own, takes_bearer(op)) {
+        (Some(r), _) => format!("{}; or a missing, invalid, expired or revoked API key", r.description),
+        (None, true) => {
+            "Missing or invalid API key, or a missing, invalid or revoked bearer token".into()
+        }
+        (None, false) => "Missing, invalid, expired or revoked API key".into(),
+    };
+    error_merged(&description, &details, own)
+}
+
+fn method(index: usize) -> actix_web::http::Method {
+    use actix_web::http::Method;
+    [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH][index].clone()
+}
+
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let mut answers: HashMap<(String, usize), Responses> = HashMap::new();
@@ -144,18 +241,49 @@ impl Modify for CommonResponses {
             }
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for (method, op) in operations(item) {
+            for (method_index, op) in operations(item) {
                 let Some(op) = op else { continue };
                 let legacy = op.tags.iter().flatten().any(|t| t == "legacy");
                 if legacy
-                    && let Some(r) = answers.get(&(crate::http::legacy::successor(path), method))
+                    && let Some(r) =
+                        answers.get(&(crate::http::legacy::successor(path), method_index))
                 {
                     op.responses = r.clone();
                 }
+                // A request's path, for the guard that reads it.
+                let concrete = path.replace("{user_id}", "1").replace("{id}", "1");
+                let scope = crate::http::callers::scope_for(&method(method_index), &concrete);
+                let unauthorized = unauthorized(op);
+                let admin_only = op.tags.iter().flatten().any(|t| t == "admin");
                 let responses = &mut op.responses.responses;
-                if !crate::http::middleware::is_exempt(path) {
-                    responses.entry("401".into()).or_insert_with(|| {
-                        error("Missing or invalid API key, or an invalid bearer token")
+                if let Some(scope) = scope {
+                    // Replaces what the handler wrote, so the examples are the
+                    // guard's and the token check's real bodies.
+                    responses.insert("401".into(), unauthorized);
+                    let detail = format!("API key lacks the '{scope}' scope");
+                    let mut details = vec![("scope", detail.as_str())];
+                    let description = match responses.get("403") {
+                        Some(RefOr::T(own)) => {
+                            if admin_only {
+                                details.push(("not_admin", "Admin privileges required"));
+                            }
+                            format!("{}; or the API key lacks the '{scope}' scope", own.description)
+                        }
+                        _ => format!("The API key lacks the '{scope}' scope"),
+                    };
+                    responses.insert("403".into(), error_with(&description, &details));
+                    responses.entry("429".into()).or_insert_with(|| {
+                        if scope == crate::keys::Scope::Ingest {
+                            error_with(
+                                "The API key's rate or daily ingest quota is spent; see Retry-After and RateLimit-*",
+                                &[("rate", "Rate limit exceeded"), ("quota", "Daily ingest quota exceeded")],
+                            )
+                        } else {
+                            error_with(
+                                "The API key's rate is spent; see Retry-After and RateLimit-*",
+                                &[("rate", "Rate limit exceeded")],
+                            )
+                        }
                     });
                 }
                 responses

@@ -11,6 +11,7 @@ use crate::auth::Auth;
 use crate::cache::SharedCache;
 use crate::config::Settings;
 use crate::jobs::Jobs;
+use crate::keys::Keys;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -21,4 +22,5 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub ingest: IngestHandle,
     pub jobs: Arc<Jobs>,
+    pub keys: Arc<Keys>,
 }

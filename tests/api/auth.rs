@@ -889,11 +889,15 @@ async fn oauth2_password_grant_for_swagger_ui() {
         ("username", "ada@example.com"),
         ("password", "nope-nope"),
     ];
-    expect_error(
-        app.post("/auth/token").form(&bad).send().await.unwrap(),
-        401,
-    )
-    .await;
+    // RFC 6749 §5.2: a wrong password is an invalid_grant, answered 400.
+    assert_eq!(
+        expect_error(
+            app.post("/auth/token").form(&bad).send().await.unwrap(),
+            400,
+        )
+        .await,
+        "Invalid credentials"
+    );
 }
 
 #[tokio::test]

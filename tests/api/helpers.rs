@@ -302,6 +302,11 @@ impl TestApp {
         row.try_get("", "n").unwrap()
     }
 
+    /// Rows in `table` that match `condition`.
+    pub async fn count_where(&self, table: &str, condition: &str) -> i64 {
+        self.count(&format!("{table} WHERE {condition}")).await
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         json(self.post(path).json(&body).send().await.unwrap()).await
     }

@@ -9,6 +9,7 @@ mod adoption;
 mod analytics;
 mod architecture;
 mod auth;
+mod callers;
 mod cli;
 mod foundation;
 mod hardening;

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::analytics::domain::{
-    EventFilter, Limits, MetricFilter, Page, filter, metric_value, opt_text, text, user_id,
+    EventFilter, Limits, MetricFilter, Page, api_key_id, filter, metric_value, opt_text, text, user_id,
 };
 use crate::analytics::{Invalid, MetricType, NewEvent, NewMetric};
 
@@ -68,6 +68,8 @@ pub struct MetricQuery {
     pub user_id: Option<i64>,
     pub endpoint: Option<String>,
     pub metric_type: Option<String>,
+    /// Only rows ingested with this managed API key.
+    pub api_key_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -76,6 +78,8 @@ pub struct EventQuery {
     pub event_type: Option<String>,
     pub user_id: Option<i64>,
     pub session_id: Option<String>,
+    /// Only events ingested with this managed API key.
+    pub api_key_id: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -122,6 +126,7 @@ impl EventIn {
             timestamp: limits.timestamp(self.timestamp)?,
             ip_address: None,
             user_agent: None,
+            api_key_id: None,
         })
     }
 }
@@ -137,6 +142,7 @@ impl MetricIn {
             user_id: user_id(self.user_id)?,
             labels: limits.object("labels", self.labels)?,
             timestamp: limits.timestamp(self.timestamp)?,
+            api_key_id: None,
         })
     }
 }
@@ -153,6 +159,7 @@ impl MetricQuery {
                 .map(MetricType::parse)
                 .transpose()?,
             user_id: user_id(self.user_id)?,
+            api_key_id: api_key_id(self.api_key_id)?,
         })
     }
 }
@@ -163,6 +170,7 @@ impl EventQuery {
             event_type: filter("event_type", self.event_type, 100)?,
             session_id: filter("session_id", self.session_id, 255)?,
             user_id: user_id(self.user_id)?,
+            api_key_id: api_key_id(self.api_key_id)?,
         })
     }
 }

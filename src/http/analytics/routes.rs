@@ -1,12 +1,15 @@
 //! HTTP handlers of `/analytics/*` ingestion and queries.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use crate::analytics::domain::{Limits, hours};
 use crate::analytics::views::*;
 use crate::analytics::{IngestError, Invalid, NewEvent, NewMetric, queries};
+use crate::http::callers::tighter;
+use crate::http::error::ratelimit_headers;
 use crate::http::net::client_info;
+use crate::keys::{Caller, Quota};
 use crate::http::{ApiError, AppState, ErrorBody};
 use crate::time::Grain;
 
@@ -29,28 +32,75 @@ fn parse_items<T, N>(
         .collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Takes the rows from the caller's daily quota, stores them, and gives
+/// them back if the store failed. Answers the quota for the headers.
+async fn charged<T>(
+    state: &AppState,
+    req: &HttpRequest,
+    rows: usize,
+    store: impl Future<Output = Result<T, IngestError>>,
+) -> Result<(T, Option<Quota>), ApiError> {
+    let caller = req.extensions().get::<Caller>().cloned();
+    let quota = match &caller {
+        Some(c) => state.keys.charge_ingest(c, rows).await?,
+        None => None,
+    };
+    match store.await {
+        Ok(stored) => Ok((stored, quota)),
+        Err(e) => {
+            if let (Some(c), Some(_)) = (&caller, quota) {
+                state.keys.refund_ingest(c, rows).await;
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn key_id(req: &HttpRequest) -> Option<i32> {
+    req.extensions().get::<Caller>().and_then(|c| c.key_id)
+}
+
 async fn store_events(
     state: &AppState,
     req: &HttpRequest,
     items: Vec<EventIn>,
-) -> Result<Vec<crate::analytics::Event>, IngestError> {
+) -> Result<(Vec<crate::analytics::Event>, Option<Quota>), ApiError> {
     let mut rows: Vec<NewEvent> = parse_items(state, "events", items, EventIn::parse)?;
     // Where the request came from, recorded on events.
     let client = client_info(&state.settings.http, req);
     let ip = client.ip.map(|ip| ip.to_string());
+    let key = key_id(req);
     for row in &mut rows {
         row.ip_address = ip.clone();
         row.user_agent = client.user_agent.clone();
+        row.api_key_id = key;
     }
-    state.ingest.submit_events(rows).await
+    charged(state, req, rows.len(), state.ingest.submit_events(rows)).await
 }
 
 async fn store_metrics(
     state: &AppState,
+    req: &HttpRequest,
     items: Vec<MetricIn>,
-) -> Result<Vec<crate::analytics::Metric>, IngestError> {
-    let rows: Vec<NewMetric> = parse_items(state, "metrics", items, MetricIn::parse)?;
-    state.ingest.submit_metrics(rows).await
+) -> Result<(Vec<crate::analytics::Metric>, Option<Quota>), ApiError> {
+    let mut rows: Vec<NewMetric> = parse_items(state, "metrics", items, MetricIn::parse)?;
+    let key = key_id(req);
+    for row in &mut rows {
+        row.api_key_id = key;
+    }
+    charged(state, req, rows.len(), state.ingest.submit_metrics(rows)).await
+}
+
+/// An ingest answer with the RateLimit headers of the caller's quota, when
+/// that is closer to its end than the rate the guard reports.
+fn answer(req: &HttpRequest, quota: Option<Quota>, body: impl serde::Serialize) -> HttpResponse {
+    let mut resp = HttpResponse::Ok();
+    if let Some(q) = tighter(req, quota) {
+        for header in ratelimit_headers(&q) {
+            resp.insert_header(header);
+        }
+    }
+    resp.json(body)
 }
 
 /// Record an event. Answered once committed; a retry with the same
@@ -69,8 +119,8 @@ pub async fn post_event(
     req: HttpRequest,
     body: crate::http::body::Json<EventIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let stored = store_events(&state, &req, vec![body.into_inner()]).await?;
-    Ok(HttpResponse::Ok().json(EventResponse::from(&stored[0])))
+    let (stored, quota) = store_events(&state, &req, vec![body.into_inner()]).await?;
+    Ok(answer(&req, quota, EventResponse::from(&stored[0])))
 }
 
 /// Record many events at once, all or nothing.
@@ -89,8 +139,8 @@ pub async fn post_events_batch(
     req: HttpRequest,
     body: crate::http::body::Json<EventBatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let stored = store_events(&state, &req, body.into_inner().events).await?;
-    Ok(HttpResponse::Ok().json(BatchResponse::new("events", stored.iter().map(|e| e.id))))
+    let (stored, quota) = store_events(&state, &req, body.into_inner().events).await?;
+    Ok(answer(&req, quota, BatchResponse::new("events", stored.iter().map(|e| e.id))))
 }
 
 /// Record a metric.
@@ -105,10 +155,11 @@ pub async fn post_events_batch(
 )]
 pub async fn post_metric(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: crate::http::body::Json<MetricIn>,
 ) -> Result<HttpResponse, ApiError> {
-    let stored = store_metrics(&state, vec![body.into_inner()]).await?;
-    Ok(HttpResponse::Ok().json(MetricResponse::from(&stored[0])))
+    let (stored, quota) = store_metrics(&state, &req, vec![body.into_inner()]).await?;
+    Ok(answer(&req, quota, MetricResponse::from(&stored[0])))
 }
 
 /// Record many metrics at once, all or nothing.
@@ -124,10 +175,11 @@ pub async fn post_metric(
 )]
 pub async fn post_metrics_batch(
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: crate::http::body::Json<MetricBatch>,
 ) -> Result<HttpResponse, ApiError> {
-    let stored = store_metrics(&state, body.into_inner().metrics).await?;
-    Ok(HttpResponse::Ok().json(BatchResponse::new("metrics", stored.iter().map(|m| m.id))))
+    let (stored, quota) = store_metrics(&state, &req, body.into_inner().metrics).await?;
+    Ok(answer(&req, quota, BatchResponse::new("metrics", stored.iter().map(|m| m.id))))
 }
 
 /// Metrics, newest first, with keyset pagination.

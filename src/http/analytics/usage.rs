@@ -49,7 +49,7 @@ fn may_read(caller: &MaybeUser, user_id: Option<i32>) -> Result<Option<i32>, Que
 #[utoipa::path(
     get, path = "/analytics/usage/{user_id}", tag = "usage",
     params(("user_id" = i64, Path, description = "User id"), UsageQuery),
-    security(("api_key" = []), ("api_key" = [], "bearer" = [])),
+    security(("api_key" = []), ("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Usage rows", body = Vec<UsageRow>),
         (status = 403, description = "A user reading someone else's usage", body = ErrorBody),
@@ -73,7 +73,7 @@ pub async fn get_usage(
 #[utoipa::path(
     get, path = "/analytics/costs", tag = "usage",
     params(CostsQuery),
-    security(("api_key" = []), ("api_key" = [], "bearer" = [])),
+    security(("api_key" = []), ("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "The original's cost report, or `{groups}` with group_by", body = CostsResponse),
         (status = 403, description = "A user reading someone else's costs", body = ErrorBody),

@@ -24,17 +24,27 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-/// OAuth2 password grant (form-encoded), for Swagger UI's Authorize button.
+/// An OAuth2 token request (RFC 6749 §4.3 and §6), form-encoded. The client
+/// authenticates with an API key holding the `auth` scope: as the HTTP Basic
+/// password (`client_secret_basic`), as `client_secret` here
+/// (`client_secret_post`), or as `X-API-Key`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct TokenForm {
+    /// `password` (the default) or `refresh_token`.
+    #[schema(example = "password")]
     pub grant_type: Option<String>,
-    /// The account's email.
-    pub username: String,
+    /// The account's email (password grant).
+    pub username: Option<String>,
+    /// Password grant.
     #[schema(format = Password)]
-    pub password: String,
+    pub password: Option<String>,
+    /// The refresh token to rotate (refresh_token grant).
+    pub refresh_token: Option<String>,
+    /// Accepted and ignored: tokens carry the user's role.
     pub scope: Option<String>,
     pub client_id: Option<String>,
-    /// The API key, when it is not sent as `X-API-Key` (Swagger UI sends it here).
+    /// An API key with the `auth` scope.
+    #[schema(format = Password)]
     pub client_secret: Option<String>,
 }
 

@@ -3,4 +3,5 @@
 
 pub mod dto;
 pub mod extract;
+pub mod oauth;
 pub mod routes;

@@ -1,12 +1,11 @@
 //! HTTP handlers of `/auth/*`: translate requests, call the service, answer.
 
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
 use crate::auth::{NewAccount, Role, UserFilter};
-use crate::http::middleware::{API_KEY_HEADER, ApiKeyPresented, ApiKeys};
 use crate::http::net::client_info;
 use crate::http::{ApiError, AppState, ErrorBody};
 
@@ -41,7 +40,8 @@ pub async fn register(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 401, description = "Invalid credentials", body = ErrorBody),
+        (status = 401, description = "Invalid credentials", body = ErrorBody,
+            examples(("bad_credentials" = (value = json!({"detail": "Invalid credentials"}))))),
         (status = 422, description = "Malformed body or email", body = ErrorBody),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
     )
@@ -59,63 +59,27 @@ pub async fn login(
     Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
 }
 
-/// OAuth2 password grant (form-encoded), used by Swagger UI's Authorize button.
-#[utoipa::path(
-    post, path = "/auth/token", tag = "auth",
-    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
-    responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
-        (status = 401, description = "Invalid credentials", body = ErrorBody),
-        (status = 422, description = "Unsupported grant or malformed form", body = ErrorBody),
-        (status = 429, description = "Too many failed attempts", body = ErrorBody),
-    )
-)]
-pub async fn token(
-    state: web::Data<AppState>,
-    keys: web::Data<ApiKeys>,
-    req: HttpRequest,
-    form: web::Form<TokenForm>,
-) -> Result<HttpResponse, ApiError> {
-    // The API-key guard exempts this path: the key may come as the header or
-    // as the OAuth2 client secret.
-    let header_ok = req.extensions().get::<ApiKeyPresented>().is_some();
-    if keys.required() && !header_ok {
-        match &form.client_secret {
-            Some(secret) if keys.is_valid(secret.as_bytes()) => {}
-            Some(_) => return Err(ApiError::Unauthorized("Invalid API key".into())),
-            None if req.headers().contains_key(API_KEY_HEADER) => {
-                return Err(ApiError::Unauthorized("Invalid API key".into()));
-            }
-            None => return Err(ApiError::Unauthorized("Missing API key".into())),
-        }
-    }
-    if form.grant_type.as_deref().is_some_and(|g| g != "password") {
-        return Err(ApiError::unprocessable("grant_type must be password"));
-    }
-    let client = client_info(&state.settings.http, &req);
-    let tokens = state
-        .auth
-        .login(&form.username, &form.password, &client)
-        .await?;
-    Ok(HttpResponse::Ok()
-        .insert_header((CACHE_CONTROL, "no-store"))
-        .json(TokenResponse::from(tokens)))
-}
-
 /// Rotate a refresh token: answers new tokens; the old refresh token is spent.
 #[utoipa::path(
     post, path = "/auth/refresh", tag = "auth",
-    request_body = RefreshRequest,
+    request_body(content(
+        (RefreshRequest = "application/json"),
+        (RefreshRequest = "application/x-www-form-urlencoded"),
+    )),
     responses(
         (status = 200, description = "Rotated", body = TokenResponse),
-        (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody),
+        (status = 401, description = "Invalid, expired or reused refresh token", body = ErrorBody,
+            examples(
+                ("bad_refresh" = (value = json!({"detail": "Invalid refresh token"}))),
+                ("reused_refresh" = (value = json!({"detail": "Refresh token reuse detected"}))),
+            )),
     )
 )]
 pub async fn refresh(
     state: web::Data<AppState>,
-    body: crate::http::body::Json<RefreshRequest>,
+    body: crate::http::body::JsonOrForm<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let tokens = state.auth.refresh(&body.refresh_token).await?;
+    let tokens = state.auth.refresh(&body.0.refresh_token).await?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(TokenResponse::from(tokens)))
@@ -125,7 +89,7 @@ pub async fn refresh(
 #[utoipa::path(
     post, path = "/auth/logout", tag = "auth",
     request_body(content = Option<LogoutRequest>, description = "Optional"),
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Logged out", body = MessageResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -148,7 +112,7 @@ pub async fn logout(
 /// headers, or 401 with `WWW-Authenticate`.
 #[utoipa::path(
     get, path = "/auth/verify", tag = "auth",
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Valid token", body = VerifyResponse,
             headers(
@@ -177,7 +141,7 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
 /// The caller's profile.
 #[utoipa::path(
     get, path = "/auth/profile", tag = "auth",
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Profile", body = UserResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -192,7 +156,7 @@ pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
 #[utoipa::path(
     put, path = "/auth/profile", tag = "auth",
     request_body = ProfileUpdate,
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Updated profile", body = UserResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -216,7 +180,7 @@ pub async fn put_profile(
 #[utoipa::path(
     get, path = "/auth/users", tag = "admin",
     params(UserListQuery),
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "A page of users", body = UserListResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -242,7 +206,7 @@ pub async fn list_users(
 #[utoipa::path(
     get, path = "/auth/users/{id}", tag = "admin",
     params(("id" = i32, Path, description = "User id")),
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "The user", body = UserResponse),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -264,7 +228,7 @@ pub async fn get_user(
     patch, path = "/auth/users/{id}", tag = "admin",
     params(("id" = i32, Path, description = "User id")),
     request_body = AdminUserUpdate,
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "The updated user", body = UserResponse),
         (status = 403, description = "Not an admin", body = ErrorBody),
@@ -292,7 +256,7 @@ pub async fn patch_user(
 #[utoipa::path(
     delete, path = "/auth/users/{id}", tag = "auth",
     params(("id" = i32, Path, description = "User id")),
-    security(("api_key" = [], "bearer" = [])),
+    security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
     responses(
         (status = 200, description = "Deactivated", body = MessageResponse),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
@@ -326,7 +290,7 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/auth/register").route(web::post().to(register)))
         .service(web::resource("/auth/login").route(web::post().to(login)))
-        .service(web::resource("/auth/token").route(web::post().to(token)))
+        .service(web::resource("/auth/token").route(web::post().to(super::oauth::token)))
         .service(web::resource("/auth/refresh").route(web::post().to(refresh)))
         .service(web::resource("/auth/logout").route(web::post().to(logout)))
         .service(web::resource("/auth/verify").route(web::get().to(verify)))
