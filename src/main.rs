@@ -174,7 +174,9 @@ async fn api_keys(settings: Settings, action: KeyAction) -> anyhow::Result<ExitC
         KeyAction::List => {
             println!("id\tname\tprefix\tscopes\trate/s\tquota/day\texpires\tlast used\trevoked");
             let show = |t: Option<chrono::NaiveDateTime>| {
-                t.map_or("-".to_string(), |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                t.map_or("-".to_string(), |t| {
+                    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+                })
             };
             for k in keys.list().await.map_err(fail)? {
                 println!(

@@ -6,8 +6,8 @@ use utoipa::openapi::security::{
     SecurityScheme,
 };
 
-use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Responses};
 use utoipa::{Modify, OpenApi};
 
@@ -216,7 +216,10 @@ fn unauthorized(op: &Operation) -> RefOr<Response> {
         ]);
     }
     let description = match (own, takes_bearer(op)) {
-        (Some(r), _) => format!("{}; or a missing, invalid, expired or revoked API key", r.description),
+        (Some(r), _) => format!(
+            "{}; or a missing, invalid, expired or revoked API key",
+            r.description
+        ),
         (None, true) => {
             "Missing or invalid API key, or a missing, invalid or revoked bearer token".into()
         }
@@ -227,7 +230,14 @@ fn unauthorized(op: &Operation) -> RefOr<Response> {
 
 fn method(index: usize) -> actix_web::http::Method {
     use actix_web::http::Method;
-    [Method::GET, Method::PUT, Method::POST, Method::DELETE, Method::PATCH][index].clone()
+    [
+        Method::GET,
+        Method::PUT,
+        Method::POST,
+        Method::DELETE,
+        Method::PATCH,
+    ][index]
+        .clone()
 }
 
 impl Modify for CommonResponses {
@@ -267,7 +277,10 @@ impl Modify for CommonResponses {
                             if admin_only {
                                 details.push(("not_admin", "Admin privileges required"));
                             }
-                            format!("{}; or the API key lacks the '{scope}' scope", own.description)
+                            format!(
+                                "{}; or the API key lacks the '{scope}' scope",
+                                own.description
+                            )
                         }
                         _ => format!("The API key lacks the '{scope}' scope"),
                     };

@@ -42,7 +42,11 @@ impl Keys {
 
     /// Takes `rows` from the caller's daily ingest quota, all or none;
     /// `None` when it has no quota.
-    pub async fn charge_ingest(&self, caller: &Caller, rows: usize) -> Result<Option<Quota>, KeyError> {
+    pub async fn charge_ingest(
+        &self,
+        caller: &Caller,
+        rows: usize,
+    ) -> Result<Option<Quota>, KeyError> {
         let (Some(limit), Some(key)) = (caller.daily_ingest_quota, quota_key(caller)) else {
             return Ok(None);
         };

@@ -95,8 +95,10 @@ impl Keys {
         required: bool,
         generated: Option<String>,
     ) -> Self {
-        let mut configured: Vec<[u8; 32]> =
-            configured.into_iter().map(|k| digest(k.as_bytes())).collect();
+        let mut configured: Vec<[u8; 32]> = configured
+            .into_iter()
+            .map(|k| digest(k.as_bytes()))
+            .collect();
         configured.extend(generated.as_deref().map(|k| digest(k.as_bytes())));
         Keys {
             db,
@@ -141,10 +143,7 @@ impl Keys {
         if record.revoked {
             return Err(self.refuse(name, "revoked", KeyError::Revoked));
         }
-        if record
-            .expires_at
-            .is_some_and(|at| at <= crate::time::now())
-        {
+        if record.expires_at.is_some_and(|at| at <= crate::time::now()) {
             return Err(self.refuse(name, "expired", KeyError::Expired));
         }
         if let Some(id) = record.caller.key_id {

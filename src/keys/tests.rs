@@ -6,8 +6,13 @@ fn scopes_parse_print_and_refuse_unknown_names() {
     assert!(s.contains(Scope::Read) && s.contains(Scope::Ingest));
     assert!(!s.contains(Scope::Admin) && !s.contains(Scope::Auth));
     assert_eq!(s.to_string(), "ingest,read");
-    assert_eq!(Scopes::parse("auth ingest read admin").unwrap(), Scopes::all());
-    assert!(matches!(Scopes::parse("read,write"), Err(KeyError::Invalid(m)) if m.contains("'write'")));
+    assert_eq!(
+        Scopes::parse("auth ingest read admin").unwrap(),
+        Scopes::all()
+    );
+    assert!(
+        matches!(Scopes::parse("read,write"), Err(KeyError::Invalid(m)) if m.contains("'write'"))
+    );
     assert!(Scopes::parse("").unwrap().is_empty());
 }
 
@@ -54,7 +59,13 @@ fn manage_secret() -> String {
         assert_eq!(created.key.prefix, created.secret[..12]);
         let caller = keys.authenticate(created.secret.as_bytes()).await.unwrap();
         assert_eq!(caller.key_id, Some(created.key.id));
-        assert!(keys.authenticate(b"configured-key").await.unwrap().key_id.is_none());
+        assert!(
+            keys.authenticate(b"configured-key")
+                .await
+                .unwrap()
+                .key_id
+                .is_none()
+        );
         keys.revoke(created.key.id).await.unwrap();
         assert!(matches!(
             keys.authenticate(created.secret.as_bytes()).await,

@@ -79,17 +79,28 @@ async fn keys_are_shown_once_stored_as_digests_and_listed_without_secrets() {
         .text()
         .await
         .unwrap();
-    assert!(list.contains("billing") && !list.contains(&secret), "{list}");
+    assert!(
+        list.contains("billing") && !list.contains(&secret),
+        "{list}"
+    );
     // The database holds a digest, never the key.
-    let dump = app.count_where("platform_api_keys", &format!("digest = '{secret}'")).await;
+    let dump = app
+        .count_where("platform_api_keys", &format!("digest = '{secret}'"))
+        .await;
     assert_eq!(dump, 0);
     assert_eq!(app.count("platform_api_keys").await, 1);
 
     for (body, what) in [
-        (json!({"name": "x", "scopes": ["write"]}), "unknown scope 'write'"),
+        (
+            json!({"name": "x", "scopes": ["write"]}),
+            "unknown scope 'write'",
+        ),
         (json!({"name": "x", "scopes": []}), "at least one scope"),
         (json!({"name": "", "scopes": ["read"]}), "name must be"),
-        (json!({"name": "x", "scopes": ["read"], "rate_per_second": 0}), "rate_per_second"),
+        (
+            json!({"name": "x", "scopes": ["read"], "rate_per_second": 0}),
+            "rate_per_second",
+        ),
         (
             json!({"name": "x", "scopes": ["read"], "expires_at": "2001-01-01T00:00:00Z"}),
             "in the future",
@@ -105,6 +116,9 @@ async fn keys_are_shown_once_stored_as_digests_and_listed_without_secrets() {
     assert_eq!(status, 404);
 }
 
+/// (scope, method, path, body, bearer)
+type Route<'a> = (&'a str, Method, &'a str, Option<Value>, Option<&'a str>);
+
 #[tokio::test]
 async fn each_scope_opens_its_routes_and_only_those() {
     let app = spawn_app().await;
@@ -117,11 +131,23 @@ async fn each_scope_opens_its_routes_and_only_those() {
         keys.push((scope, secret));
     }
     // One route per scope: (scope, method, path, body, bearer).
-    let routes: Vec<(&str, Method, &str, Option<Value>, Option<&str>)> = vec![
+    let routes: Vec<Route> = vec![
         ("auth", Method::GET, "/auth/verify", None, Some(&token)),
         ("auth", Method::GET, "/profile", None, Some(&token)),
-        ("ingest", Method::POST, "/analytics/events", Some(json!({"event_type": "scoped"})), None),
-        ("ingest", Method::POST, "/analytics/metrics", Some(json!({"metric_name": "m", "metric_value": 1})), None),
+        (
+            "ingest",
+            Method::POST,
+            "/analytics/events",
+            Some(json!({"event_type": "scoped"})),
+            None,
+        ),
+        (
+            "ingest",
+            Method::POST,
+            "/analytics/metrics",
+            Some(json!({"metric_name": "m", "metric_value": 1})),
+            None,
+        ),
         ("read", Method::GET, "/analytics/events", None, None),
         ("read", Method::GET, "/analytics/costs", None, None),
         ("admin", Method::GET, "/auth/users", None, Some(&admin)),
@@ -167,7 +193,10 @@ async fn each_scope_opens_its_routes_and_only_those() {
         &format!("psk_{}", "A".repeat(43)),
     ))
     .await;
-    assert_eq!((status, body["detail"].as_str()), (401, Some("Invalid API key")));
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (401, Some("Invalid API key"))
+    );
     let metrics = app.metrics_text().await;
     assert!(
         metrics.contains(r#"api_key_rejections_total{key="auth",reason="scope"}"#),
@@ -204,16 +233,27 @@ async fn revocation_and_expiry_reach_a_second_replica_within_a_second() {
     for app in [&a, &b] {
         until_status(app, &secret, 200).await;
     }
-    let (status, revoked) = status_of(a.delete(&format!("/admin/api-keys/{id}")).bearer_auth(&admin)).await;
+    let (status, revoked) = status_of(
+        a.delete(&format!("/admin/api-keys/{id}"))
+            .bearer_auth(&admin),
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(revoked["revoked_at"].is_string());
     // The replica that revoked refuses at once; the other within a second.
     let (status, body) = status_of(with_key(&a, Method::GET, "/analytics/events", &secret)).await;
-    assert_eq!((status, body["detail"].as_str()), (401, Some("API key revoked")));
+    assert_eq!(
+        (status, body["detail"].as_str()),
+        (401, Some("API key revoked"))
+    );
     let waited = until_status(&b, &secret, 401).await;
     assert!(waited <= Duration::from_millis(1100), "took {waited:?}");
     // Revoking again keeps the first time.
-    let (_, again) = status_of(a.delete(&format!("/admin/api-keys/{id}")).bearer_auth(&admin)).await;
+    let (_, again) = status_of(
+        a.delete(&format!("/admin/api-keys/{id}"))
+            .bearer_auth(&admin),
+    )
+    .await;
     assert_eq!(again["revoked_at"], revoked["revoked_at"]);
 
     // Expiry: refused by both replicas once the time has passed.
@@ -225,13 +265,22 @@ async fn revocation_and_expiry_reach_a_second_replica_within_a_second() {
     )
     .await;
     for app in [&a, &b] {
-        assert_eq!(status_of(with_key(app, Method::GET, "/analytics/events", &short)).await.0, 200);
+        assert_eq!(
+            status_of(with_key(app, Method::GET, "/analytics/events", &short))
+                .await
+                .0,
+            200
+        );
     }
     let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(left + Duration::from_millis(50)).await;
     for app in [&a, &b] {
-        let (status, body) = status_of(with_key(app, Method::GET, "/analytics/events", &short)).await;
-        assert_eq!((status, body["detail"].as_str()), (401, Some("API key expired")));
+        let (status, body) =
+            status_of(with_key(app, Method::GET, "/analytics/events", &short)).await;
+        assert_eq!(
+            (status, body["detail"].as_str()),
+            (401, Some("API key expired"))
+        );
     }
 
     // A scope change applies on the other replica within a second too.
@@ -243,7 +292,10 @@ async fn revocation_and_expiry_reach_a_second_replica_within_a_second() {
             .json(&json!({"scopes": ["ingest", "read"]})),
     )
     .await;
-    assert_eq!((status, changed["scopes"].clone()), (200, json!(["ingest", "read"])));
+    assert_eq!(
+        (status, changed["scopes"].clone()),
+        (200, json!(["ingest", "read"]))
+    );
     assert!(until_status(&b, &key, 200).await <= Duration::from_millis(1100));
 }
 
@@ -267,7 +319,8 @@ async fn burst(apps: &[&TestApp], key: &str, n: usize, limit: i64) -> Vec<u16> {
             .await
             .unwrap();
         let status = resp.status().as_u16();
-        let (l, remaining, reset) = limit_headers(&resp).expect("RateLimit headers on every answer");
+        let (l, remaining, reset) =
+            limit_headers(&resp).expect("RateLimit headers on every answer");
         assert_eq!(l, limit);
         assert!((0..limit).contains(&remaining), "{remaining}");
         assert_eq!(reset, 1);
@@ -300,7 +353,11 @@ async fn a_key_rate_is_enforced_with_ratelimit_headers() {
     assert!((3..=6).contains(&ok), "{statuses:?}");
     assert!(statuses.iter().all(|s| *s == 200 || *s == 429));
     assert_eq!(&statuses[..3], &[200, 200, 200]);
-    assert!(app.metrics_text().await.contains(r#"api_key_rejections_total{key="slow",reason="rate"}"#));
+    assert!(
+        app.metrics_text()
+            .await
+            .contains(r#"api_key_rejections_total{key="slow",reason="rate"}"#)
+    );
 }
 
 #[tokio::test]
@@ -354,7 +411,11 @@ async fn a_daily_ingest_quota_counts_rows_and_stores_nothing_past_it() {
     assert_eq!(resp.status(), 429);
     assert_eq!(limit_headers(&resp).unwrap().0, 5);
     assert_eq!(limit_headers(&resp).unwrap().1, 2);
-    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=86_400).contains(&retry));
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["detail"], "Daily ingest quota exceeded");
@@ -369,7 +430,8 @@ async fn a_daily_ingest_quota_counts_rows_and_stores_nothing_past_it() {
     assert_eq!(limit_headers(&resp).unwrap().1, 0);
     // A refused item is given back: an invalid batch charges nothing.
     let (status, _) = status_of(
-        with_key(&app, Method::POST, "/analytics/events", &key).json(&json!({"event_type": "over"})),
+        with_key(&app, Method::POST, "/analytics/events", &key)
+            .json(&json!({"event_type": "over"})),
     )
     .await;
     assert_eq!(status, 429);
@@ -379,12 +441,18 @@ async fn a_daily_ingest_quota_counts_rows_and_stores_nothing_past_it() {
 async fn events_and_metrics_record_their_key_and_lists_filter_by_it() {
     let app = spawn_app().await;
     let admin = app.make_admin().await;
-    let (id_a, a) = create_key(&app, &admin, json!({"name": "a", "scopes": ["ingest", "read"]})).await;
+    let (id_a, a) = create_key(
+        &app,
+        &admin,
+        json!({"name": "a", "scopes": ["ingest", "read"]}),
+    )
+    .await;
     let (id_b, b) = create_key(&app, &admin, json!({"name": "b", "scopes": ["ingest"]})).await;
     for (key, n) in [(&a, 2), (&b, 3)] {
         for _ in 0..n {
             let (status, stored) = status_of(
-                with_key(&app, Method::POST, "/analytics/events", key).json(&json!({"event_type": "attr"})),
+                with_key(&app, Method::POST, "/analytics/events", key)
+                    .json(&json!({"event_type": "attr"})),
             )
             .await;
             assert_eq!(status, 200, "{stored}");
@@ -396,12 +464,17 @@ async fn events_and_metrics_record_their_key_and_lists_filter_by_it() {
         .await;
         assert_eq!(status, 200);
     }
-    app.post_json("/analytics/events", json!({"event_type": "attr"})).await;
-    let events = app.get_ok(&format!("/analytics/events?api_key_id={id_b}")).await;
+    app.post_json("/analytics/events", json!({"event_type": "attr"}))
+        .await;
+    let events = app
+        .get_ok(&format!("/analytics/events?api_key_id={id_b}"))
+        .await;
     let list = events["events"].as_array().unwrap();
     assert_eq!(list.len(), 3);
     assert!(list.iter().all(|e| e["api_key_id"] == id_b));
-    let events = app.get_ok(&format!("/analytics/events?api_key_id={id_a}")).await;
+    let events = app
+        .get_ok(&format!("/analytics/events?api_key_id={id_a}"))
+        .await;
     assert_eq!(events["events"].as_array().unwrap().len(), 2);
     let all = app.get_ok("/analytics/events").await;
     let unattributed: Vec<_> = all["events"]
@@ -411,14 +484,20 @@ async fn events_and_metrics_record_their_key_and_lists_filter_by_it() {
         .filter(|e| e.get("api_key_id").is_none())
         .collect();
     assert_eq!(unattributed.len(), 1, "the configured key records none");
-    let metrics = app.get_ok(&format!("/analytics/metrics?api_key_id={id_a}")).await;
+    let metrics = app
+        .get_ok(&format!("/analytics/metrics?api_key_id={id_a}"))
+        .await;
     let list = metrics["metrics"].as_array().unwrap();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["api_key_id"], id_a);
     let (status, _) = status_of(app.get("/analytics/events?api_key_id=0")).await;
     assert_eq!(status, 422);
     // Use is recorded (at most about once a minute).
-    let (_, key) = status_of(app.get(&format!("/admin/api-keys/{id_a}")).bearer_auth(&admin)).await;
+    let (_, key) = status_of(
+        app.get(&format!("/admin/api-keys/{id_a}"))
+            .bearer_auth(&admin),
+    )
+    .await;
     assert!(key["last_used_at"].is_string(), "{key}");
 }
 
@@ -443,7 +522,17 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
     let app = spawn_app().await;
     let (ok, out, err) = cli(
         &app,
-        &["create", "--name", "from-cli", "--scopes", "ingest,read", "--rate-per-second", "10", "--expires-in-days", "30"],
+        &[
+            "create",
+            "--name",
+            "from-cli",
+            "--scopes",
+            "ingest,read",
+            "--rate-per-second",
+            "10",
+            "--expires-in-days",
+            "30",
+        ],
     );
     assert!(ok, "{out}{err}");
     let secret = out
@@ -451,10 +540,16 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
         .find_map(|l| l.strip_prefix("secret: "))
         .expect("the secret is printed")
         .to_string();
-    let id = out.lines().find_map(|l| l.strip_prefix("id:")).unwrap().trim().to_string();
+    let id = out
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .unwrap()
+        .trim()
+        .to_string();
     let (status, _) = status_of(with_key(&app, Method::GET, "/analytics/events", &secret)).await;
     assert_eq!(status, 200);
-    let (status, _) = status_of(with_key(&app, Method::POST, "/auth/login", &secret).json(&json!({}))).await;
+    let (status, _) =
+        status_of(with_key(&app, Method::POST, "/auth/login", &secret).json(&json!({}))).await;
     assert_eq!(status, 403);
     let (ok, out, _) = cli(&app, &["list"]);
     assert!(ok);
@@ -471,7 +566,11 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
 }
 
 /// A form POST to /auth/token with optional Basic credentials.
-async fn token(app: &TestApp, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> reqwest::Response {
+async fn token(
+    app: &TestApp,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     let mut req = app.client.post(app.url("/auth/token")).form(form);
     if let Some((id, secret)) = basic {
         req = req.basic_auth(id, Some(secret));
@@ -485,8 +584,14 @@ async fn the_token_endpoint_speaks_rfc_6749() {
     let app = spawn_app_with(&[("REFRESH_REUSE_GRACE_SECONDS", "0")]).await;
     let admin = app.make_admin().await;
     app.register("oauth@example.com", "password-123").await;
-    let (_, client_key) = create_key(&app, &admin, json!({"name": "spa", "scopes": ["auth"]})).await;
-    let (_, ingest_key) = create_key(&app, &admin, json!({"name": "no-auth", "scopes": ["ingest"]})).await;
+    let (_, client_key) =
+        create_key(&app, &admin, json!({"name": "spa", "scopes": ["auth"]})).await;
+    let (_, ingest_key) = create_key(
+        &app,
+        &admin,
+        json!({"name": "no-auth", "scopes": ["ingest"]}),
+    )
+    .await;
     let password = [
         ("grant_type", "password"),
         ("username", "oauth@example.com"),
@@ -511,7 +616,12 @@ async fn the_token_endpoint_speaks_rfc_6749() {
         assert_eq!(resp.status(), 200);
         let rotated: Value = resp.json().await.unwrap();
         assert_ne!(rotated["refresh_token"], body["refresh_token"]);
-        assert_eq!(app.verify(rotated["access_token"].as_str().unwrap()).await.status(), 200);
+        assert_eq!(
+            app.verify(rotated["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            200
+        );
         // The spent refresh token is an invalid_grant.
         let resp = token(
             &app,
@@ -548,7 +658,8 @@ async fn the_token_endpoint_speaks_rfc_6749() {
         oauth_error(token(&app, Some(("c", &client_key)), &wrong).await).await,
         (400, "invalid_grant".into(), None)
     );
-    let (status, error, www) = oauth_error(token(&app, Some(("c", "psk_wrong")), &password).await).await;
+    let (status, error, www) =
+        oauth_error(token(&app, Some(("c", "psk_wrong")), &password).await).await;
     assert_eq!((status, error.as_str()), (401, "invalid_client"));
     assert!(www.unwrap().starts_with("Basic"));
     let (status, error, _) = oauth_error(token(&app, None, &password).await).await;
@@ -558,11 +669,27 @@ async fn the_token_endpoint_speaks_rfc_6749() {
         (400, "unauthorized_client".into(), None)
     );
     assert_eq!(
-        oauth_error(token(&app, Some(("c", &client_key)), &[("grant_type", "client_credentials")]).await).await,
+        oauth_error(
+            token(
+                &app,
+                Some(("c", &client_key)),
+                &[("grant_type", "client_credentials")]
+            )
+            .await
+        )
+        .await,
         (400, "unsupported_grant_type".into(), None)
     );
     assert_eq!(
-        oauth_error(token(&app, Some(("c", &client_key)), &[("grant_type", "password")]).await).await,
+        oauth_error(
+            token(
+                &app,
+                Some(("c", &client_key)),
+                &[("grant_type", "password")]
+            )
+            .await
+        )
+        .await,
         (400, "invalid_request".into(), None)
     );
     let resp = app

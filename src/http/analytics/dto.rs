@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::analytics::domain::{
-    EventFilter, Limits, MetricFilter, Page, api_key_id, filter, metric_value, opt_text, text, user_id,
+    EventFilter, Limits, MetricFilter, Page, api_key_id, filter, metric_value, opt_text, text,
+    user_id,
 };
 use crate::analytics::{Invalid, MetricType, NewEvent, NewMetric};
 

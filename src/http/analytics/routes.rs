@@ -9,8 +9,8 @@ use crate::analytics::{IngestError, Invalid, NewEvent, NewMetric, queries};
 use crate::http::callers::tighter;
 use crate::http::error::ratelimit_headers;
 use crate::http::net::client_info;
-use crate::keys::{Caller, Quota};
 use crate::http::{ApiError, AppState, ErrorBody};
+use crate::keys::{Caller, Quota};
 use crate::time::Grain;
 
 /// Parses a batch's items, naming the first bad one.
@@ -140,7 +140,11 @@ pub async fn post_events_batch(
     body: crate::http::body::Json<EventBatch>,
 ) -> Result<HttpResponse, ApiError> {
     let (stored, quota) = store_events(&state, &req, body.into_inner().events).await?;
-    Ok(answer(&req, quota, BatchResponse::new("events", stored.iter().map(|e| e.id))))
+    Ok(answer(
+        &req,
+        quota,
+        BatchResponse::new("events", stored.iter().map(|e| e.id)),
+    ))
 }
 
 /// Record a metric.
@@ -179,7 +183,11 @@ pub async fn post_metrics_batch(
     body: crate::http::body::Json<MetricBatch>,
 ) -> Result<HttpResponse, ApiError> {
     let (stored, quota) = store_metrics(&state, &req, body.into_inner().metrics).await?;
-    Ok(answer(&req, quota, BatchResponse::new("metrics", stored.iter().map(|m| m.id))))
+    Ok(answer(
+        &req,
+        quota,
+        BatchResponse::new("metrics", stored.iter().map(|m| m.id)),
+    ))
 }
 
 /// Metrics, newest first, with keyset pagination.

@@ -105,7 +105,11 @@ async fn client(
     };
     if let Some(caller) = &caller {
         keys.require(caller, Scope::Auth).map_err(|e| {
-            oauth(StatusCode::BAD_REQUEST, "unauthorized_client", e.to_string())
+            oauth(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                e.to_string(),
+            )
         })?;
         keys.admit(caller).await?;
     }
