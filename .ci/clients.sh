@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Real third-party clients with their defaults: authlib (OAuth2) and Swagger
+# UI in headless Chromium. Installs what they need (Debian's chromium and
+# chromium-driver, selenium and authlib from PyPI) and keeps the screenshot
+# as target/swagger-authorize.png.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+python3 -m pip install --quiet --disable-pip-version-check selenium authlib requests >/dev/null 2>&1
+[ -x target/debug/platform-server ] || cargo build --quiet
+python3 .ci/clients.py target/debug/platform-server
