@@ -38,8 +38,8 @@ def http(method, path, body=None, headers=None, timeout=30):
         return json.loads(resp.read() or b"null")
 
 
-def lua(method, body=None, headers=None, delay_ms=None):
-    lines = [f'wrk.method = "{method}"', f'wrk.headers["X-API-Key"] = "{API_KEY}"']
+def lua(method, body=None, headers=None, delay_ms=None, key=API_KEY):
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["X-API-Key"] = "{key}"']
     if delay_ms is not None:
         # wrk waits this long before each request of a connection: a rate cap.
         lines.append(f"function delay() return {delay_ms} end")
@@ -249,6 +249,14 @@ def main():
         results.append(off)
         print(f"  access logs cost: ceiling with logs on is {ceiling['rate'] / off['rps']:.0%} of logs off", flush=True)
         run("GET /auth/verify", "/auth/verify", lua("GET", headers={"Authorization": f"Bearer {token}"}))
+        # The same with a managed key (database-backed, answered from memory):
+        # the key check must not cost verify its rate.
+        made = subprocess.run([BIN, "api-keys", "create", "--name", "bench", "--scopes", "auth,ingest,read"],
+                              env={**os.environ, "DATABASE_URL": db_url}, check=True, capture_output=True,
+                              text=True).stdout
+        managed = next(l.split(": ", 1)[1] for l in made.splitlines() if l.startswith("secret: "))
+        run("GET /auth/verify (managed API key)", "/auth/verify",
+            lua("GET", headers={"Authorization": f"Bearer {token}"}, key=managed))
         event = {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
         full = run("POST /analytics/events", "/analytics/events", lua("POST", event), conns=64, unit="events/s")
         # Half the measured rate: 32 connections, each pausing between requests.

@@ -1,10 +1,11 @@
 //! Logs (text or JSON) and the Prometheus recorder (served on the admin
 //! listener, `http::admin`).
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
@@ -33,6 +34,7 @@ pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
         .lossy(false)
         .finish(stdout);
     let registry = tracing_subscriber::registry().with(filter);
+    let access = writer.clone();
     let installed = match settings.format {
         // The request span's fields once, under "span" (the span list would
         // repeat them in "spans" on every line).
@@ -50,7 +52,62 @@ pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
             .with(fmt::layer().with_target(false).with_writer(writer))
             .try_init(),
     };
+    if installed.is_ok() && settings.format == LogFormat::Json {
+        let _ = ACCESS.set(access);
+    }
     installed.is_ok().then_some(guard)
+}
+
+/// The writer of JSON access lines, when JSON logs are installed.
+static ACCESS: OnceLock<NonBlocking> = OnceLock::new();
+
+/// What an access line says.
+pub struct AccessLine<'a> {
+    pub request_id: &'a str,
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+}
+
+/// Writes a JSON access line formatted by hand, in the shape tracing's JSON
+/// layer gives (`message`, fields, `span`): the generic formatter re-parses
+/// the span's fields for every line and cost a third of the server's
+/// throughput. Answers `false` where this path is not installed (text logs,
+/// tests), so the caller logs through tracing instead.
+pub fn write_access_line(line: &AccessLine) -> bool {
+    let Some(writer) = ACCESS.get() else {
+        return false;
+    };
+    let mut buf = Vec::with_capacity(320);
+    format_access(&mut buf, chrono::Utc::now(), line);
+    // The queue waits rather than drops; an error means the writer is gone.
+    let _ = writer.clone().write_all(&buf);
+    true
+}
+
+fn format_access(buf: &mut Vec<u8>, at: chrono::DateTime<chrono::Utc>, line: &AccessLine) {
+    let text = |buf: &mut Vec<u8>, s: &str| {
+        serde_json::to_writer(&mut *buf, s).expect("strings serialize");
+    };
+    let ms = if line.latency_ms.is_finite() {
+        line.latency_ms
+    } else {
+        0.0
+    };
+    let _ = write!(
+        buf,
+        "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"message\":\"request\",\"status\":{},\"latency_ms\":{:.3},\"target\":\"platform_server::http::middleware\",\"span\":{{\"method\":",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        line.status,
+        ms,
+    );
+    text(buf, line.method);
+    buf.extend_from_slice(b",\"request_id\":");
+    text(buf, line.request_id);
+    buf.extend_from_slice(b",\"route\":");
+    text(buf, line.route);
+    buf.extend_from_slice(b",\"name\":\"http_request\"}}\n");
 }
 
 /// The process-wide Prometheus recorder (metrics' recorder is global, so
@@ -183,5 +240,39 @@ pub async fn upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
             _ = tick.tick() => handle.run_upkeep(),
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_lines_are_json_in_the_layer_shape() {
+        let mut buf = vec![];
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-02T11:00:00.5Z")
+            .unwrap()
+            .to_utc();
+        format_access(
+            &mut buf,
+            at,
+            &AccessLine {
+                request_id: "r-1",
+                method: "GET",
+                route: "/a/\"{id}\"",
+                status: 404,
+                latency_ms: 1.23456,
+            },
+        );
+        assert_eq!(buf.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-02T11:00:00.500000Z");
+        assert_eq!(v["level"], "INFO");
+        assert_eq!(v["message"], "request");
+        assert_eq!(v["status"], 404);
+        assert_eq!(v["latency_ms"], 1.235);
+        assert_eq!(v["span"]["request_id"], "r-1");
+        assert_eq!(v["span"]["route"], "/a/\"{id}\"");
+        assert_eq!(v["span"]["method"], "GET");
     }
 }

@@ -84,16 +84,28 @@ pub async fn observe(
     };
     let elapsed = start.elapsed().as_secs_f64();
     let code = status.as_u16().to_string();
+    let (method_name, route_name) = (method.clone(), route.clone());
     metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => code).increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed);
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = elapsed * 1000.0,
-            "request"
-        )
-    });
+    if tracing::enabled!(tracing::Level::INFO) {
+        let line = crate::telemetry::AccessLine {
+            request_id: &request_id,
+            method: &method_name,
+            route: &route_name,
+            status: status.as_u16(),
+            latency_ms: elapsed * 1000.0,
+        };
+        if !crate::telemetry::write_access_line(&line) {
+            span.in_scope(|| {
+                tracing::info!(
+                    status = status.as_u16(),
+                    latency_ms = elapsed * 1000.0,
+                    "request"
+                )
+            });
+        }
+    }
     let mut res = result?;
     res.headers_mut().insert(
         REQUEST_ID,
