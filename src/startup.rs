@@ -184,10 +184,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
     let cache = crate::cache::build(&settings.cache)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let writer = crate::analytics::queue::start(db.clone(), &settings.analytics, shutdown_rx);
-    let background = Background {
+    let mut background = Background {
         shutdown,
         tasks: writer.tasks,
     };
+    background.tasks.extend(cache.start(background.shutdown.subscribe()));
     let auth = crate::auth::Auth::new(db.clone(), cache.clone(), &settings.auth)?;
     if let Some(admin) = &settings.auth.admin {
         auth.ensure_admin(&admin.email, admin.password.expose_secret())

@@ -155,6 +155,14 @@ fn describe_metrics() {
         "Requests served through a deprecated legacy alias, by route"
     );
     describe_counter!(
+        "cache_near_hits_total",
+        "Lookups answered from the near cache (process memory) instead of Redis"
+    );
+    describe_gauge!(
+        "cache_near_live",
+        "1 while the near cache's invalidation channel is subscribed (else it is bypassed)"
+    );
+    describe_counter!(
         "api_key_requests_total",
         "Requests admitted with a managed or configured API key, by key name"
     );

@@ -2,6 +2,7 @@
 //! cached lookups. Redis when configured, else an in-process map.
 
 mod memory;
+mod near;
 mod redis;
 
 use std::sync::Arc;
@@ -39,6 +40,14 @@ pub trait Cache: Send + Sync + 'static {
     /// Round trip to the backing store; `None` for the in-process cache.
     async fn ping(&self) -> Option<Result<Duration, CacheError>>;
     fn backend(&self) -> &'static str;
+    /// Starts what the cache runs beside requests (Redis: following the
+    /// near cache's invalidation channel).
+    fn start(
+        &self,
+        _shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 pub type SharedCache = Arc<dyn Cache>;

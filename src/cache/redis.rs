@@ -1,11 +1,12 @@
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use std::sync::Mutex;
 
 use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use futures_util::StreamExt;
 
+use super::near::Near;
 use super::{Cache, CacheError};
 
 /// Every command is bounded: a stalled Redis must not stall requests.
@@ -22,6 +23,10 @@ pub struct RedisCache {
     pool: Pool,
     shared: Mutex<Option<MultiplexedConnection>>,
     prefix: String,
+    /// Users and sessions held in memory, invalidated through `channel`.
+    near: Arc<Near>,
+    client: redis::Client,
+    channel: String,
 }
 
 impl RedisCache {
@@ -41,7 +46,31 @@ impl RedisCache {
             pool,
             shared: Mutex::new(None),
             prefix: prefix.to_string(),
+            near: Arc::new(Near::new()),
+            client: redis::Client::open(url)?,
+            channel: format!("{prefix}invalidate"),
         })
+    }
+
+    /// Writes a near key and announces it to every replica, atomically.
+    async fn write_near(&self, key: &str, write: redis::Cmd) -> Result<redis::Value, CacheError> {
+        let channel = self.channel.clone();
+        let name = key.to_string();
+        let result = self
+            .run(|mut c| async move {
+                let (value, _): (redis::Value, i64) = redis::pipe()
+                    .atomic()
+                    .add_command(write)
+                    .cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(name)
+                    .query_async(&mut c)
+                    .await?;
+                Ok(value)
+            })
+            .await;
+        self.near.invalidate(key);
+        result
     }
 
     fn key(&self, key: &str) -> String {
@@ -81,33 +110,106 @@ impl RedisCache {
             .and_then(|r| r);
         if result.is_err() {
             *self.lock() = None;
+            // Messages may be missed too: hold nothing until resubscribed.
+            self.near.down();
         }
         result
+    }
+}
+
+/// Follows the invalidation channel; the near cache is used only while
+/// subscribed, and is emptied whenever the subscription (or any Redis
+/// operation) fails.
+async fn listen(
+    client: redis::Client,
+    channel: String,
+    near: Arc<Near>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        match tokio::time::timeout(OP_TIMEOUT, subscribed).await {
+            Ok(Ok(mut pubsub)) => {
+                near.up();
+                metrics::gauge!("cache_near_live").set(1.0);
+                let mut messages = pubsub.on_message();
+                let mut check = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    tokio::select! {
+                        msg = messages.next() => match msg {
+                            Some(msg) => {
+                                if let Ok(key) = msg.get_payload::<String>() {
+                                    near.invalidate(&key);
+                                }
+                            }
+                            None => break,
+                        },
+                        // Taken down by a failed operation: subscribe anew.
+                        _ = check.tick() => if !near.is_live() { break },
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cache invalidation channel unavailable"),
+            Err(_) => tracing::warn!("cache invalidation channel: subscribe timed out"),
+        }
+        near.down();
+        metrics::gauge!("cache_near_live").set(0.0);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
 #[async_trait::async_trait]
 impl Cache for RedisCache {
     async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
-        let key = self.key(key);
-        self.run(|mut c| async move { c.get(key).await }).await
+        Ok(self.get_many(&[key]).await?.pop().flatten())
     }
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
-        let keys: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
-        self.run(|mut c| async move {
-            redis::cmd("MGET")
-                .arg(&keys)
-                .query_async::<Vec<Option<String>>>(&mut c)
-                .await
-        })
-        .await
+        let near = keys.iter().all(|k| Near::applies(k));
+        if near {
+            let held: Vec<Option<String>> = keys.iter().map(|k| self.near.get(k)).collect();
+            if held.iter().all(Option::is_some) {
+                metrics::counter!("cache_near_hits_total").increment(1);
+                return Ok(held);
+            }
+        }
+        let epoch = self.near.epoch();
+        let names: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let values = self
+            .run(|mut c| async move {
+                redis::cmd("MGET")
+                    .arg(&names)
+                    .query_async::<Vec<Option<String>>>(&mut c)
+                    .await
+            })
+            .await?;
+        if near {
+            for (key, value) in keys.iter().zip(&values) {
+                if let Some(v) = value {
+                    self.near.store(key, v, epoch);
+                }
+            }
+        }
+        Ok(values)
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        if Near::applies(key) {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(key)).arg(value).arg("PX").arg(ms);
+            return self.write_near(key, cmd).await.map(|_| ());
+        }
         let key = self.key(key);
         let value = value.to_string();
-        let ms = ttl.as_millis().max(1) as u64;
         self.run(|mut c| async move {
             redis::cmd("SET")
                 .arg(key)
@@ -121,9 +223,15 @@ impl Cache for RedisCache {
     }
 
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        if Near::applies(key) {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ms);
+            let set = self.write_near(key, cmd).await?;
+            return Ok(!matches!(set, redis::Value::Nil));
+        }
         let key = self.key(key);
         let value = value.to_string();
-        let ms = ttl.as_millis().max(1) as u64;
         self.run(|mut c| async move {
             let set: Option<String> = redis::cmd("SET")
                 .arg(key)
@@ -168,6 +276,11 @@ impl Cache for RedisCache {
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
+        if Near::applies(key) {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(self.key(key));
+            return self.write_near(key, cmd).await.map(|_| ());
+        }
         let key = self.key(key);
         self.run(|mut c| async move { c.del::<_, ()>(key).await })
             .await
@@ -184,5 +297,17 @@ impl Cache for RedisCache {
 
     fn backend(&self) -> &'static str {
         "redis"
+    }
+
+    fn start(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(listen(
+            self.client.clone(),
+            self.channel.clone(),
+            self.near.clone(),
+            shutdown,
+        )))
     }
 }

@@ -712,3 +712,65 @@ async fn the_token_endpoint_speaks_rfc_6749() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Logout on one replica, verify on another that holds the session in
+/// memory: refused once the invalidation arrives.
+#[tokio::test]
+#[ignore = "needs Redis shared by replicas"]
+async fn a_logout_reaches_the_near_cache_of_another_replica_at_once() {
+    require_redis();
+    let a = spawn_app().await;
+    let b = spawn_on(Backend::share(&a.env), &[]).await;
+    // Both subscribed to the invalidation channel.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut waits = vec![];
+    for i in 0..5 {
+        let body = a.register(&format!("near{i}@example.com"), "password-123").await;
+        let token = body["access_token"].as_str().unwrap().to_string();
+        for _ in 0..3 {
+            assert_eq!(b.verify(&token).await.status(), 200);
+        }
+        let resp = a.post("/auth/logout").bearer_auth(&token).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let start = Instant::now();
+        while b.verify(&token).await.status() != 401 {
+            assert!(start.elapsed() < Duration::from_secs(2), "still accepted");
+        }
+        waits.push(start.elapsed());
+    }
+    let worst = waits.iter().max().unwrap();
+    assert!(*worst < Duration::from_millis(300), "{waits:?}");
+}
+
+/// With its link to Redis cut, a replica holds nothing in memory: a session
+/// revoked elsewhere is refused by it at once (from the database).
+#[tokio::test]
+#[ignore = "needs Redis shared by replicas"]
+async fn without_the_invalidation_channel_the_near_cache_is_bypassed() {
+    require_redis();
+    let a = spawn_app().await;
+    let redis = reqwest::Url::parse(&a.env["REDIS_URL"]).unwrap();
+    let proxy = TcpProxy::start(format!(
+        "{}:{}",
+        redis.host_str().unwrap(),
+        redis.port().unwrap_or(6379)
+    ))
+    .await;
+    let mut via_proxy = redis.clone();
+    via_proxy.set_port(Some(proxy.port)).unwrap();
+    let mut env = Backend::share(&a.env);
+    env.env.insert("REDIS_URL".into(), via_proxy.to_string());
+    let b = spawn_on(env, &[]).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let body = a.register("cut@example.com", "password-123").await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        assert_eq!(b.verify(&token).await.status(), 200);
+    }
+    proxy.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let resp = a.post("/auth/logout").bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = b.verify(&token).await;
+    assert_eq!(resp.status(), 401, "a replica cut off from Redis must not answer from memory");
+}
