@@ -188,7 +188,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
         shutdown,
         tasks: writer.tasks,
     };
-    background.tasks.extend(cache.start(background.shutdown.subscribe()));
+    background
+        .tasks
+        .extend(cache.start(background.shutdown.subscribe()));
     let auth = crate::auth::Auth::new(db.clone(), cache.clone(), &settings.auth)?;
     if let Some(admin) = &settings.auth.admin {
         auth.ensure_admin(&admin.email, admin.password.expose_secret())

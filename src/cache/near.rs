@@ -108,7 +108,11 @@ mod tests {
         let near = Near::new();
         let e = near.epoch();
         near.store("user:{1}", "a", e);
-        assert_eq!(near.get("user:{1}"), None, "nothing is kept before the channel is up");
+        assert_eq!(
+            near.get("user:{1}"),
+            None,
+            "nothing is kept before the channel is up"
+        );
         near.up();
         near.store("user:{1}", "a", near.epoch());
         assert_eq!(near.get("user:{1}").as_deref(), Some("a"));

@@ -226,7 +226,11 @@ impl Cache for RedisCache {
         let ms = ttl.as_millis().max(1) as u64;
         if Near::applies(key) {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(key)).arg(value).arg("NX").arg("PX").arg(ms);
+            cmd.arg(self.key(key))
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms);
             let set = self.write_near(key, cmd).await?;
             return Ok(!matches!(set, redis::Value::Nil));
         }

@@ -725,12 +725,19 @@ async fn a_logout_reaches_the_near_cache_of_another_replica_at_once() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut waits = vec![];
     for i in 0..5 {
-        let body = a.register(&format!("near{i}@example.com"), "password-123").await;
+        let body = a
+            .register(&format!("near{i}@example.com"), "password-123")
+            .await;
         let token = body["access_token"].as_str().unwrap().to_string();
         for _ in 0..3 {
             assert_eq!(b.verify(&token).await.status(), 200);
         }
-        let resp = a.post("/auth/logout").bearer_auth(&token).send().await.unwrap();
+        let resp = a
+            .post("/auth/logout")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let start = Instant::now();
         while b.verify(&token).await.status() != 401 {
@@ -769,8 +776,17 @@ async fn without_the_invalidation_channel_the_near_cache_is_bypassed() {
     }
     proxy.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let resp = a.post("/auth/logout").bearer_auth(&token).send().await.unwrap();
+    let resp = a
+        .post("/auth/logout")
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let resp = b.verify(&token).await;
-    assert_eq!(resp.status(), 401, "a replica cut off from Redis must not answer from memory");
+    assert_eq!(
+        resp.status(),
+        401,
+        "a replica cut off from Redis must not answer from memory"
+    );
 }
