@@ -185,6 +185,25 @@ def settle(db_url):
     time.sleep(2)
 
 
+def copy_rate(db_url, uid, rows):
+    """psql's \\copy of rows like the batch scenario's into a scratch copy of
+    the metrics table (same columns, defaults and indexes): what Postgres
+    itself takes here, in this run."""
+    ts = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    path = os.path.join(tempfile.gettempdir(), "bench-copy.csv")
+    with open(path, "w") as f:
+        line = f'api_calls,1,counter,{uid},,/x,{{}},{ts}\n'
+        f.write(line * rows)
+    psql = lambda sql: subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
+    psql("DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE platform_analytics_metrics INCLUDING ALL)")
+    t0 = time.perf_counter()
+    psql(f"\\copy bench_copy (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp) FROM '{path}' CSV")
+    elapsed = time.perf_counter() - t0
+    psql("DROP TABLE bench_copy")
+    os.unlink(path)
+    return rows / elapsed
+
+
 def probe(seconds):
     """Sequential GET /health/live at about 100 per second; prints JSON."""
     lat, errors, end = [], 0, time.time() + seconds
@@ -310,8 +329,12 @@ def main():
                    conns=32, unit="events/s")
         half["target_rate"] = round(target)
         batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"} for _ in range(1000)]}
-        run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
-            unit="metrics/s", scale=1000)
+        batches = run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
+                      unit="metrics/s", scale=1000)
+        copy = copy_rate(db_url, uid, max(100_000, int(batches["rate"] * secs)))
+        batches["copy_rate"] = round(copy)
+        print(f"  psql \\copy of the same rows: {copy:.0f} rows/s; batches reach {batches['rate'] / copy:.0%} of it",
+              flush=True)
 
         settle(db_url)
         # Logins while /health/live is probed at a modest rate beside them
@@ -388,6 +411,8 @@ def main():
             ratio = f"{r['vs_bcrypt_bound']:.0%} of cores / bcrypt verify"
         if r.get("target_rate"):
             ratio = f"target {r['target_rate']}/s"
+        if r.get("copy_rate"):
+            ratio = f"{r['rate'] / r['copy_rate']:.0%} of psql \\copy ({r['copy_rate']} rows/s)"
         print(f"| {r['scenario']} | {rate} | {r['p50_ms'] or ''} | {r.get('p90_ms') or ''} | {r['p99_ms'] or ''} | {r['errors']} | {ratio} |")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:

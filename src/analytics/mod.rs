@@ -2,6 +2,7 @@
 //! counters kept beside it, bounded queries, and usage and cost reports.
 //! Plain services; HTTP lives in `crate::http`.
 
+mod bulk;
 pub mod counters;
 pub mod domain;
 mod error;

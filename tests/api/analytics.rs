@@ -672,3 +672,58 @@ async fn window_edges_count_each_event_once() {
     );
     assert_eq!(d2["total_api_calls"], 14.0);
 }
+
+/// The Postgres set-based insert carries every JSON value through, escapes
+/// included, and answers the ids in request order.
+#[tokio::test]
+async fn batches_keep_json_escapes_and_request_order() {
+    // Past one statement's 1000 rows.
+    let app = spawn_app_with(&[("ANALYTICS_BATCH_LIMIT", "2000")]).await;
+    let data = serde_json::json!({"ctl": "a\tb\nc\\d", "quote": "\"", "emoji": "🦀", "n": 1e100});
+    let events: Vec<_> = (0..1500)
+        .map(|i| serde_json::json!({"event_type": format!("order-{i}"), "event_data": data, "event_id": format!("ord-{i}")}))
+        .collect();
+    let (status, body) = app
+        .post_json(
+            "/analytics/events/batch",
+            serde_json::json!({"events": events}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<i64> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 1500);
+    for i in [0usize, 999, 1000, 1499] {
+        let listed = app
+            .get_ok(&format!("/analytics/events?event_type=order-{i}"))
+            .await;
+        let e = &listed["events"][0];
+        assert_eq!(e["id"].as_i64(), Some(ids[i]), "row {i}");
+        assert_eq!(e["event_data"], data);
+        assert_eq!(e["event_id"], format!("ord-{i}"));
+    }
+    let metrics: Vec<_> = (0..1200)
+        .map(|i| serde_json::json!({"metric_name": format!("m{i}"), "metric_value": i, "labels": {"k": "\u{1}"}}))
+        .collect();
+    let (status, body) = app
+        .post_json(
+            "/analytics/metrics/batch",
+            serde_json::json!({"metrics": metrics}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<i64> = body["ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    let listed = app.get_ok("/analytics/metrics?metric_name=m1100").await;
+    assert_eq!(listed["metrics"][0]["id"].as_i64(), Some(ids[1100]));
+    assert_eq!(listed["metrics"][0]["metric_value"], 1100.0);
+    assert_eq!(listed["metrics"][0]["labels"]["k"], "\u{1}");
+}
