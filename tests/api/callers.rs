@@ -664,34 +664,16 @@ async fn the_token_endpoint_speaks_rfc_6749() {
     assert!(www.unwrap().starts_with("Basic"));
     let (status, error, _) = oauth_error(token(&app, None, &password).await).await;
     assert_eq!((status, error.as_str()), (401, "invalid_client"));
-    assert_eq!(
-        oauth_error(token(&app, Some(("c", &ingest_key)), &password).await).await,
-        (400, "unauthorized_client".into(), None)
-    );
-    assert_eq!(
-        oauth_error(
-            token(
-                &app,
-                Some(("c", &client_key)),
-                &[("grant_type", "client_credentials")]
-            )
-            .await
-        )
-        .await,
-        (400, "unsupported_grant_type".into(), None)
-    );
-    assert_eq!(
-        oauth_error(
-            token(
-                &app,
-                Some(("c", &client_key)),
-                &[("grant_type", "password")]
-            )
-            .await
-        )
-        .await,
-        (400, "invalid_request".into(), None)
-    );
+    let client_credentials: &[(&str, &str)] = &[("grant_type", "client_credentials")];
+    let no_password: &[(&str, &str)] = &[("grant_type", "password")];
+    for (secret, form, expected) in [
+        (&ingest_key, &password[..], "unauthorized_client"),
+        (&client_key, client_credentials, "unsupported_grant_type"),
+        (&client_key, no_password, "invalid_request"),
+    ] {
+        let got = oauth_error(token(&app, Some(("c", secret)), form).await).await;
+        assert_eq!(got, (400, expected.to_string(), None), "{form:?}");
+    }
     let resp = app
         .client
         .post(app.url("/auth/token"))
