@@ -68,7 +68,7 @@ def parse_wrk(out):
     for pct, key in (("50%", "p50_ms"), ("90%", "p90_ms"), ("99%", "p99_ms")):
         m = re.search(rf"\s{re.escape(pct)}\s+([\d.]+)(us|ms|s)\b", out)
         if m:
-            res[key] = float(m.group(1)) * UNITS[m.group(2)]
+            res[key] = round(float(m.group(1)) * UNITS[m.group(2)], 3)
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         res["errors"] += int(m.group(1))

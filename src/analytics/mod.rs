@@ -2,7 +2,6 @@
 //! counters kept beside it, bounded queries, and usage and cost reports.
 //! Plain services; HTTP lives in `crate::http`.
 
-mod bulk;
 pub mod counters;
 pub mod domain;
 mod error;

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    EntityTrait, QueryFilter,
+    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
 };
 
 use super::queue::{Job, Rows};
@@ -102,16 +101,10 @@ async fn insert_events(txn: &DatabaseTransaction, rows: &[&NewEvent]) -> Result<
         }
     }
     let mut stored: HashMap<usize, Event> = HashMap::with_capacity(fresh.len());
-    let postgres = txn.get_database_backend() == DbBackend::Postgres;
     for chunk in fresh.chunks(ROWS_PER_STATEMENT) {
-        let keys = if postgres {
-            let chunk_rows: Vec<&NewEvent> = chunk.iter().map(|&i| rows[i]).collect();
-            super::bulk::events(txn, &chunk_rows).await?
-        } else {
-            events::Entity::insert_many(chunk.iter().map(|&i| event_row(rows[i])))
-                .exec_with_returning_keys(txn)
-                .await?
-        };
+        let keys = events::Entity::insert_many(chunk.iter().map(|&i| event_row(rows[i])))
+            .exec_with_returning_keys(txn)
+            .await?;
         if keys.len() != chunk.len() {
             return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
         }
@@ -136,13 +129,22 @@ async fn insert_metrics(
     rows: &[&NewMetric],
 ) -> Result<Vec<Metric>, DbErr> {
     let mut out = Vec::with_capacity(rows.len());
-    let postgres = txn.get_database_backend() == DbBackend::Postgres;
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let keys = if postgres {
-            super::bulk::metrics(txn, chunk).await?
-        } else {
-            insert_metric_models(txn, chunk).await?
-        };
+        let models = chunk.iter().map(|m| metrics::ActiveModel {
+            id: NotSet,
+            metric_name: Set(m.metric_name.clone()),
+            metric_value: Set(m.metric_value),
+            metric_type: Set(m.metric_type.as_str().to_string()),
+            user_id: Set(m.user_id),
+            service_name: Set(m.service_name.clone()),
+            endpoint: Set(m.endpoint.clone()),
+            labels: Set(m.labels.clone()),
+            timestamp: Set(m.timestamp),
+            api_key_id: Set(m.api_key_id),
+        });
+        let keys = metrics::Entity::insert_many(models)
+            .exec_with_returning_keys(txn)
+            .await?;
         if keys.len() != chunk.len() {
             return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
         }
@@ -160,28 +162,4 @@ async fn insert_metrics(
         }));
     }
     Ok(out)
-}
-
-/// The portable insert (SQLite), one statement per chunk.
-async fn insert_metric_models(
-    txn: &DatabaseTransaction,
-    chunk: &[&NewMetric],
-) -> Result<Vec<i64>, DbErr> {
-    {
-        let models = chunk.iter().map(|m| metrics::ActiveModel {
-            id: NotSet,
-            metric_name: Set(m.metric_name.clone()),
-            metric_value: Set(m.metric_value),
-            metric_type: Set(m.metric_type.as_str().to_string()),
-            user_id: Set(m.user_id),
-            service_name: Set(m.service_name.clone()),
-            endpoint: Set(m.endpoint.clone()),
-            labels: Set(m.labels.clone()),
-            timestamp: Set(m.timestamp),
-            api_key_id: Set(m.api_key_id),
-        });
-        metrics::Entity::insert_many(models)
-            .exec_with_returning_keys(txn)
-            .await
-    }
 }

@@ -673,8 +673,8 @@ async fn window_edges_count_each_event_once() {
     assert_eq!(d2["total_api_calls"], 14.0);
 }
 
-/// The Postgres set-based insert carries every JSON value through, escapes
-/// included, and answers the ids in request order.
+/// A batch spanning several INSERT statements carries every JSON value
+/// through, escapes included, and answers the ids in request order.
 #[tokio::test]
 async fn batches_keep_json_escapes_and_request_order() {
     // Past one statement's 1000 rows.
