@@ -164,7 +164,10 @@ async fn api_keys(settings: Settings, action: KeyAction) -> anyhow::Result<ExitC
                 Some("cli".into()),
             )
             .map_err(fail)?;
-            let created = keys.create(new).await.map_err(fail)?;
+            let created = keys
+                .create(new)
+                .await
+                .map_err(|e| anyhow::anyhow!("creating the key: {e}"))?;
             println!("id:     {}", created.key.id);
             println!("name:   {}", created.key.name);
             println!("scopes: {}", created.key.scopes);

@@ -5,12 +5,11 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{Error, FromRequest, HttpMessage, HttpRequest, ResponseError, web};
-use futures_util::future::{Ready, ready};
+use actix_web::{Error, HttpMessage, HttpRequest, ResponseError, web};
 
 use super::error::ratelimit_headers;
 use super::{ApiError, AppState};
-use crate::keys::{Caller, Quota, Scope};
+use crate::keys::{Quota, Scope};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -100,7 +99,13 @@ pub async fn authorize_caller(
         if let Some(scope) = scope {
             keys.require(&caller, scope)?;
         }
-        let admitted = keys.admit(&caller).await?;
+        // Exempt paths count nothing here: the token endpoint admits its
+        // client itself, whichever way the key came.
+        let admitted = if guarded {
+            keys.admit(&caller).await?
+        } else {
+            None
+        };
         req.extensions_mut().insert(caller);
         Ok(admitted)
     }
@@ -125,18 +130,6 @@ pub async fn authorize_caller(
         }
     }
     Ok(res)
-}
-
-/// The caller of a request: its key, or `None` where no key was needed.
-pub struct CallerKey(pub Option<Caller>);
-
-impl FromRequest for CallerKey {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        ready(Ok(CallerKey(req.extensions().get::<Caller>().cloned())))
-    }
 }
 
 /// Of the rate and the quota, the one closer to its end, for the headers.

@@ -6,7 +6,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng;
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::{ActiveModelTrait, DatabaseConnection, DbErr, EntityTrait, QueryOrder};
+use sea_orm::{
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryOrder,
+};
 use sha2::{Digest, Sha256};
 
 use super::{ApiKey, CreatedKey, KEY_PREFIX, KeyChange, KeyError, Keys, NewKey, Scopes};
@@ -41,6 +43,9 @@ fn new_secret() -> String {
 impl Keys {
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, KeyError> {
         let secret = new_secret();
+        // The write lock up front (IMMEDIATE on SQLite), so a command run
+        // beside a busy server waits for it instead of failing as locked.
+        let txn = crate::db::begin_write(&self.db).await?;
         let row = api_keys::ActiveModel {
             id: NotSet,
             name: Set(new.name),
@@ -55,8 +60,9 @@ impl Keys {
             last_used_at: Set(None),
             revoked_at: Set(None),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         Ok(CreatedKey {
             key: row.into(),
             secret,
@@ -73,19 +79,13 @@ impl Keys {
             .collect())
     }
 
-    async fn row(&self, id: i32) -> Result<api_keys::Model, KeyError> {
-        api_keys::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .ok_or(KeyError::NotFound)
-    }
-
     pub async fn get(&self, id: i32) -> Result<ApiKey, KeyError> {
-        Ok(self.row(id).await?.into())
+        Ok(row(&self.db, id).await?.into())
     }
 
     pub async fn update(&self, id: i32, change: KeyChange) -> Result<ApiKey, KeyError> {
-        let row = self.row(id).await?;
+        let txn = crate::db::begin_write(&self.db).await?;
+        let row = row(&txn, id).await?;
         let digest = row.digest.clone();
         let mut active: api_keys::ActiveModel = row.into();
         if let Some(name) = change.name {
@@ -103,24 +103,34 @@ impl Keys {
         if let Some(at) = change.expires_at {
             active.expires_at = Set(at);
         }
-        let row = active.update(&self.db).await?;
+        let row = active.update(&txn).await?;
+        txn.commit().await?;
         self.forget(&digest);
         Ok(row.into())
     }
 
     /// Revokes a key; revoking it again keeps the first time.
     pub async fn revoke(&self, id: i32) -> Result<ApiKey, KeyError> {
-        let row = self.row(id).await?;
+        let txn = crate::db::begin_write(&self.db).await?;
+        let row = row(&txn, id).await?;
         if row.revoked_at.is_some() {
             return Ok(row.into());
         }
         let digest = row.digest.clone();
         let mut active: api_keys::ActiveModel = row.into();
         active.revoked_at = Set(Some(crate::time::now()));
-        let row = active.update(&self.db).await?;
+        let row = active.update(&txn).await?;
+        txn.commit().await?;
         self.forget(&digest);
         Ok(row.into())
     }
+}
+
+async fn row<C: ConnectionTrait>(conn: &C, id: i32) -> Result<api_keys::Model, KeyError> {
+    api_keys::Entity::find_by_id(id)
+        .one(conn)
+        .await?
+        .ok_or(KeyError::NotFound)
 }
 
 pub(super) async fn touch(db: &DatabaseConnection, id: i32) -> Result<(), DbErr> {

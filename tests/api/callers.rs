@@ -501,15 +501,24 @@ async fn events_and_metrics_record_their_key_and_lists_filter_by_it() {
     assert!(key["last_used_at"].is_string(), "{key}");
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(BIN)
-        .env_clear()
-        .envs(&app.env)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .arg("api-keys")
-        .args(args)
-        .output()
-        .unwrap();
+/// Runs the binary's `api-keys` command against the app's database. Off
+/// the test's runtime thread: the server's tasks run on it, and a write they
+/// hold open must be able to finish while the command waits for the lock.
+async fn cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let env = app.env.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .env_clear()
+            .envs(&env)
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("api-keys")
+            .args(&args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -533,7 +542,8 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
             "--expires-in-days",
             "30",
         ],
-    );
+    )
+    .await;
     assert!(ok, "{out}{err}");
     let secret = out
         .lines()
@@ -551,17 +561,17 @@ async fn the_command_line_creates_lists_and_revokes_keys() {
     let (status, _) =
         status_of(with_key(&app, Method::POST, "/auth/login", &secret).json(&json!({}))).await;
     assert_eq!(status, 403);
-    let (ok, out, _) = cli(&app, &["list"]);
+    let (ok, out, _) = cli(&app, &["list"]).await;
     assert!(ok);
     assert!(out.contains("from-cli") && out.contains("ingest,read") && out.contains(&secret[..12]));
     assert!(!out.contains(&secret));
-    let (ok, out, _) = cli(&app, &["revoke", &id]);
+    let (ok, out, _) = cli(&app, &["revoke", &id]).await;
     assert!(ok && out.contains("revoked"), "{out}");
     let waited = until_status(&app, &secret, 401).await;
     assert!(waited <= Duration::from_millis(1100));
-    let (ok, _, err) = cli(&app, &["create", "--name", "x", "--scopes", "everything"]);
+    let (ok, _, err) = cli(&app, &["create", "--name", "x", "--scopes", "everything"]).await;
     assert!(!ok && err.contains("unknown scope"), "{err}");
-    let (ok, _, err) = cli(&app, &["revoke", "9999"]);
+    let (ok, _, err) = cli(&app, &["revoke", "9999"]).await;
     assert!(!ok && err.contains("not found"), "{err}");
 }
 
@@ -771,4 +781,32 @@ async fn without_the_invalidation_channel_the_near_cache_is_bypassed() {
         401,
         "a replica cut off from Redis must not answer from memory"
     );
+}
+
+/// A client's rate counts each token request once, however the key came.
+#[tokio::test]
+async fn the_token_endpoint_counts_a_client_rate_once() {
+    let app = spawn_app().await;
+    let admin = app.make_admin().await;
+    let (_, key) = create_key(
+        &app,
+        &admin,
+        json!({"name": "spa", "scopes": ["auth"], "rate_per_second": 2}),
+    )
+    .await;
+    let ms = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+    let mut statuses = vec![];
+    for _ in 0..3 {
+        let resp = app
+            .client
+            .post(app.url("/auth/token"))
+            .header("X-API-Key", &key)
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 429]);
 }
