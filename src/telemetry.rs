@@ -164,7 +164,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "api_key_requests_total",
-        "Requests admitted with a managed or configured API key, by key name"
+        "Requests admitted with a managed API key, by key name (configured keys are not counted)"
     );
     describe_counter!(
         "api_key_rejections_total",
