@@ -59,15 +59,7 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     .await
 }
 
-/// Applies pending migrations. Reads first, so replicas and commands that
-/// start beside a running server take no write lock when nothing is pending.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    let pending = Migrator::get_pending_migrations(db)
-        .await
-        .context("reading the migration history")?;
-    if pending.is_empty() {
-        return Ok(());
-    }
     Migrator::up(db, None).await.context("running migrations")
 }
 

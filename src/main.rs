@@ -164,10 +164,7 @@ async fn api_keys(settings: Settings, action: KeyAction) -> anyhow::Result<ExitC
                 Some("cli".into()),
             )
             .map_err(fail)?;
-            let created = keys
-                .create(new)
-                .await
-                .map_err(|e| anyhow::anyhow!("creating the key: {e}"))?;
+            let created = keys.create(new).await.map_err(fail)?;
             println!("id:     {}", created.key.id);
             println!("name:   {}", created.key.name);
             println!("scopes: {}", created.key.scopes);

@@ -43,9 +43,6 @@ fn new_secret() -> String {
 impl Keys {
     pub async fn create(&self, new: NewKey) -> Result<CreatedKey, KeyError> {
         let secret = new_secret();
-        // The write lock up front (IMMEDIATE on SQLite), so a command run
-        // beside a busy server waits for it instead of failing as locked.
-        let txn = crate::db::begin_write(&self.db).await?;
         let row = api_keys::ActiveModel {
             id: NotSet,
             name: Set(new.name),
@@ -60,9 +57,8 @@ impl Keys {
             last_used_at: Set(None),
             revoked_at: Set(None),
         }
-        .insert(&txn)
+        .insert(&self.db)
         .await?;
-        txn.commit().await?;
         Ok(CreatedKey {
             key: row.into(),
             secret,
