@@ -84,15 +84,12 @@ pub async fn observe(
     };
     let elapsed = start.elapsed().as_secs_f64();
     let code = status.as_u16().to_string();
-    let (method_name, route_name) = (method.clone(), route.clone());
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => code).increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed);
+    // The line first: the metrics below take the strings.
     if tracing::enabled!(tracing::Level::INFO) {
         let line = crate::telemetry::AccessLine {
             request_id: &request_id,
-            method: &method_name,
-            route: &route_name,
+            method: &method,
+            route: &route,
             status: status.as_u16(),
             latency_ms: elapsed * 1000.0,
         };
@@ -106,6 +103,9 @@ pub async fn observe(
             });
         }
     }
+    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => code).increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed);
     let mut res = result?;
     res.headers_mut().insert(
         REQUEST_ID,
