@@ -168,19 +168,22 @@ pub fn filter(field: &str, value: Option<String>, max: usize) -> Result<Option<S
 }
 
 pub fn user_id(value: Option<i64>) -> Result<Option<i32>, Invalid> {
+    row_id("user_id", value)
+}
+
+/// A positive 32-bit id, as the tables store them.
+fn row_id(field: &str, value: Option<i64>) -> Result<Option<i32>, Invalid> {
     match value {
         None => Ok(None),
         Some(v) if (1..=i64::from(i32::MAX)).contains(&v) => Ok(Some(v as i32)),
-        Some(_) => Err(Invalid::new("user_id must be between 1 and 2147483647")),
+        Some(_) => Err(Invalid::new(format!(
+            "{field} must be between 1 and 2147483647"
+        ))),
     }
 }
 
 pub fn api_key_id(value: Option<i64>) -> Result<Option<i32>, Invalid> {
-    match value {
-        None => Ok(None),
-        Some(v) if (1..=i64::from(i32::MAX)).contains(&v) => Ok(Some(v as i32)),
-        Some(_) => Err(Invalid::new("api_key_id must be between 1 and 2147483647")),
-    }
+    row_id("api_key_id", value)
 }
 
 pub fn metric_value(value: f64) -> Result<f64, Invalid> {

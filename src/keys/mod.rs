@@ -243,16 +243,17 @@ impl Keys {
 
 impl From<api_keys::Model> for Record {
     fn from(r: api_keys::Model) -> Self {
+        let k = ApiKey::from(r);
         Record {
             caller: Caller {
-                key_id: Some(r.id),
-                name: r.name.into(),
-                scopes: Scopes::parse(&r.scopes).unwrap_or_default(),
-                rate_per_second: r.rate_per_second.and_then(|v| u32::try_from(v).ok()),
-                daily_ingest_quota: r.daily_ingest_quota,
+                key_id: Some(k.id),
+                name: k.name.into(),
+                scopes: k.scopes,
+                rate_per_second: k.rate_per_second,
+                daily_ingest_quota: k.daily_ingest_quota,
             },
-            expires_at: r.expires_at,
-            revoked: r.revoked_at.is_some(),
+            expires_at: k.expires_at,
+            revoked: k.revoked_at.is_some(),
         }
     }
 }
