@@ -1,8 +1,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::redis;
 use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 
@@ -52,8 +52,14 @@ impl RedisCache {
         })
     }
 
-    /// Writes a near key and announces it to every replica, atomically.
-    async fn write_near(&self, key: &str, write: redis::Cmd) -> Result<redis::Value, CacheError> {
+    /// Runs a write of `key`; a near key's write is also announced to every
+    /// replica, atomically with it.
+    async fn write(&self, key: &str, write: redis::Cmd) -> Result<redis::Value, CacheError> {
+        if !Near::applies(key) {
+            return self
+                .run(|mut c| async move { write.query_async(&mut c).await })
+                .await;
+        }
         let channel = self.channel.clone();
         let name = key.to_string();
         let result = self
@@ -202,52 +208,24 @@ impl Cache for RedisCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
-        let ms = ttl.as_millis().max(1) as u64;
-        if Near::applies(key) {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(key)).arg(value).arg("PX").arg(ms);
-            return self.write_near(key, cmd).await.map(|_| ());
-        }
-        let key = self.key(key);
-        let value = value.to_string();
-        self.run(|mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ms)
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.write(key, cmd).await.map(|_| ())
     }
 
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
-        let ms = ttl.as_millis().max(1) as u64;
-        if Near::applies(key) {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(key))
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms);
-            let set = self.write_near(key, cmd).await?;
-            return Ok(!matches!(set, redis::Value::Nil));
-        }
-        let key = self.key(key);
-        let value = value.to_string();
-        self.run(|mut c| async move {
-            let set: Option<String> = redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ms)
-                .query_async(&mut c)
-                .await?;
-            Ok(set.is_some())
-        })
-        .await
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key))
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        // Nil when the key was already there.
+        let set = self.write(key, cmd).await?;
+        Ok(!matches!(set, redis::Value::Nil))
     }
 
     async fn incr_by(
@@ -280,14 +258,9 @@ impl Cache for RedisCache {
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        if Near::applies(key) {
-            let mut cmd = redis::cmd("DEL");
-            cmd.arg(self.key(key));
-            return self.write_near(key, cmd).await.map(|_| ());
-        }
-        let key = self.key(key);
-        self.run(|mut c| async move { c.del::<_, ()>(key).await })
-            .await
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.key(key));
+        self.write(key, cmd).await.map(|_| ())
     }
 
     async fn ping(&self) -> Option<Result<Duration, CacheError>> {
