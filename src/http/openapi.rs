@@ -6,6 +6,7 @@ use utoipa::openapi::security::{
     SecurityScheme,
 };
 
+use actix_web::http::Method;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::{Content, ContentBuilder, Ref, RefOr, Response, ResponseBuilder, Responses};
@@ -129,13 +130,13 @@ impl Modify for SecuritySchemes {
 /// successor does, since they run the same handler.
 struct CommonResponses;
 
-fn operations(item: &mut PathItem) -> [(usize, &mut Option<Operation>); 5] {
+fn operations(item: &mut PathItem) -> [(Method, &mut Option<Operation>); 5] {
     [
-        (0, &mut item.get),
-        (1, &mut item.put),
-        (2, &mut item.post),
-        (3, &mut item.delete),
-        (4, &mut item.patch),
+        (Method::GET, &mut item.get),
+        (Method::PUT, &mut item.put),
+        (Method::POST, &mut item.post),
+        (Method::DELETE, &mut item.delete),
+        (Method::PATCH, &mut item.patch),
     ]
 }
 
@@ -198,8 +199,9 @@ fn takes_bearer(op: &Operation) -> bool {
 /// The 401 a guarded operation gives: its handler's own, the key guard's,
 /// and for user routes the bearer token's.
 fn unauthorized(op: &Operation) -> RefOr<Response> {
+    let bearer = takes_bearer(op);
     let own = match op.responses.responses.get("401") {
-        Some(RefOr::T(r)) if !takes_bearer(op) => Some(r),
+        Some(RefOr::T(r)) if !bearer => Some(r),
         _ => None,
     };
     let mut details = vec![
@@ -207,7 +209,7 @@ fn unauthorized(op: &Operation) -> RefOr<Response> {
         ("bad_key", "Invalid API key"),
         ("revoked_key", "API key revoked"),
     ];
-    if takes_bearer(op) {
+    if bearer {
         details.extend([
             ("missing_token", "Missing or invalid authorization header"),
             ("bad_token", "Invalid token"),
@@ -215,7 +217,7 @@ fn unauthorized(op: &Operation) -> RefOr<Response> {
             ("revoked_token", "Token has been revoked"),
         ]);
     }
-    let description = match (own, takes_bearer(op)) {
+    let description = match (own, bearer) {
         (Some(r), _) => format!(
             "{}; or a missing, invalid, expired or revoked API key",
             r.description
@@ -228,21 +230,9 @@ fn unauthorized(op: &Operation) -> RefOr<Response> {
     error_merged(&description, &details, own)
 }
 
-fn method(index: usize) -> actix_web::http::Method {
-    use actix_web::http::Method;
-    [
-        Method::GET,
-        Method::PUT,
-        Method::POST,
-        Method::DELETE,
-        Method::PATCH,
-    ][index]
-        .clone()
-}
-
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let mut answers: HashMap<(String, usize), Responses> = HashMap::new();
+        let mut answers: HashMap<(String, Method), Responses> = HashMap::new();
         for (path, item) in openapi.paths.paths.iter_mut() {
             for (method, op) in operations(item) {
                 if let Some(op) = op {
@@ -251,18 +241,18 @@ impl Modify for CommonResponses {
             }
         }
         for (path, item) in openapi.paths.paths.iter_mut() {
-            for (method_index, op) in operations(item) {
+            for (method, op) in operations(item) {
                 let Some(op) = op else { continue };
                 let legacy = op.tags.iter().flatten().any(|t| t == "legacy");
                 if legacy
                     && let Some(r) =
-                        answers.get(&(crate::http::legacy::successor(path), method_index))
+                        answers.get(&(crate::http::legacy::successor(path), method.clone()))
                 {
                     op.responses = r.clone();
                 }
                 // A request's path, for the guard that reads it.
                 let concrete = path.replace("{user_id}", "1").replace("{id}", "1");
-                let scope = crate::http::callers::scope_for(&method(method_index), &concrete);
+                let scope = crate::http::callers::scope_for(&method, &concrete);
                 let unauthorized = unauthorized(op);
                 let admin_only = op.tags.iter().flatten().any(|t| t == "admin");
                 let responses = &mut op.responses.responses;
