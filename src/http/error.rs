@@ -237,9 +237,9 @@ impl ResponseError for ApiError {
 pub struct OAuthErrorBody {
     #[schema(example = "invalid_grant")]
     pub error: &'static str,
-    #[schema(example = "Invalid email or password")]
+    #[schema(example = "Invalid credentials")]
     pub error_description: String,
-    #[schema(example = "Invalid email or password")]
+    #[schema(example = "Invalid credentials")]
     pub detail: String,
 }
 
