@@ -335,6 +335,13 @@ async fn burst(apps: &[&TestApp], key: &str, n: usize, limit: i64) -> Vec<u16> {
     statuses
 }
 
+/// Waits until just after a second turns, so a burst fits in one or two of
+/// the rate's one-second windows.
+async fn start_of_second() {
+    let ms = chrono::Utc::now().timestamp_subsec_millis();
+    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+}
+
 #[tokio::test]
 async fn a_key_rate_is_enforced_with_ratelimit_headers() {
     let app = spawn_app().await;
@@ -345,9 +352,7 @@ async fn a_key_rate_is_enforced_with_ratelimit_headers() {
         json!({"name": "slow", "scopes": ["read"], "rate_per_second": 3}),
     )
     .await;
-    // Start just after a second turns, so the burst fits in one or two windows.
-    let ms = chrono::Utc::now().timestamp_subsec_millis();
-    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+    start_of_second().await;
     let statuses = burst(&[&app], &key, 12, 3).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     assert!((3..=6).contains(&ok), "{statuses:?}");
@@ -373,8 +378,7 @@ async fn two_replicas_share_one_rate_through_redis() {
         json!({"name": "shared", "scopes": ["read"], "rate_per_second": 4}),
     )
     .await;
-    let ms = chrono::Utc::now().timestamp_subsec_millis();
-    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+    start_of_second().await;
     let statuses = burst(&[&a, &b], &key, 16, 4).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     // Each replica alone would let 4 through per window: 8 or more.
@@ -794,8 +798,7 @@ async fn the_token_endpoint_counts_a_client_rate_once() {
         json!({"name": "spa", "scopes": ["auth"], "rate_per_second": 2}),
     )
     .await;
-    let ms = chrono::Utc::now().timestamp_subsec_millis();
-    tokio::time::sleep(Duration::from_millis(u64::from(1000 - ms) + 20)).await;
+    start_of_second().await;
     let mut statuses = vec![];
     for _ in 0..3 {
         let resp = app
