@@ -36,19 +36,18 @@ fn parse_items<T, N>(
 /// them back if the store failed. Answers the quota for the headers.
 async fn charged<T>(
     state: &AppState,
-    req: &HttpRequest,
+    caller: Option<&Caller>,
     rows: usize,
     store: impl Future<Output = Result<T, IngestError>>,
 ) -> Result<(T, Option<Quota>), ApiError> {
-    let caller = req.extensions().get::<Caller>().cloned();
-    let quota = match &caller {
+    let quota = match caller {
         Some(c) => state.keys.charge_ingest(c, rows).await?,
         None => None,
     };
     match store.await {
         Ok(stored) => Ok((stored, quota)),
         Err(e) => {
-            if let (Some(c), Some(_)) = (&caller, quota) {
+            if let (Some(c), Some(_)) = (caller, quota) {
                 state.keys.refund_ingest(c, rows).await;
             }
             Err(e.into())
@@ -56,8 +55,9 @@ async fn charged<T>(
     }
 }
 
-fn key_id(req: &HttpRequest) -> Option<i32> {
-    req.extensions().get::<Caller>().and_then(|c| c.key_id)
+/// The key the request came with, if any.
+fn caller(req: &HttpRequest) -> Option<Caller> {
+    req.extensions().get::<Caller>().cloned()
 }
 
 async fn store_events(
@@ -69,13 +69,15 @@ async fn store_events(
     // Where the request came from, recorded on events.
     let client = client_info(&state.settings.http, req);
     let ip = client.ip.map(|ip| ip.to_string());
-    let key = key_id(req);
+    let caller = caller(req);
+    let key = caller.as_ref().and_then(|c| c.key_id);
     for row in &mut rows {
         row.ip_address = ip.clone();
         row.user_agent = client.user_agent.clone();
         row.api_key_id = key;
     }
-    charged(state, req, rows.len(), state.ingest.submit_events(rows)).await
+    let n = rows.len();
+    charged(state, caller.as_ref(), n, state.ingest.submit_events(rows)).await
 }
 
 async fn store_metrics(
@@ -84,11 +86,13 @@ async fn store_metrics(
     items: Vec<MetricIn>,
 ) -> Result<(Vec<crate::analytics::Metric>, Option<Quota>), ApiError> {
     let mut rows: Vec<NewMetric> = parse_items(state, "metrics", items, MetricIn::parse)?;
-    let key = key_id(req);
+    let caller = caller(req);
+    let key = caller.as_ref().and_then(|c| c.key_id);
     for row in &mut rows {
         row.api_key_id = key;
     }
-    charged(state, req, rows.len(), state.ingest.submit_metrics(rows)).await
+    let n = rows.len();
+    charged(state, caller.as_ref(), n, state.ingest.submit_metrics(rows)).await
 }
 
 /// An ingest answer with the RateLimit headers of the caller's quota, when
