@@ -1,7 +1,8 @@
 //! platform-server: authentication and usage analytics in one binary.
 //!
 //! Layers, each using only those below it: `http` (the edge) and `startup`;
-//! the services `auth`, `analytics` and `jobs`; storage (`entity`, `db`);
+//! the services `auth`, `analytics`, `keys` and `jobs`; `mail` (the outbox
+//! and its sender, used by `auth`); storage (`entity`, `db`);
 //! infrastructure (`config`, `cache`, `telemetry`, `time`).
 
 pub mod analytics;
@@ -14,6 +15,7 @@ pub mod entity;
 pub mod http;
 pub mod jobs;
 pub mod keys;
+pub mod mail;
 pub mod startup;
 pub mod telemetry;
 pub mod time;

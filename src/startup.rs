@@ -191,7 +191,11 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
     background
         .tasks
         .extend(cache.start(background.shutdown.subscribe()));
-    let auth = crate::auth::Auth::new(db.clone(), cache.clone(), &settings.auth)?;
+    let mailer = crate::mail::Mailer::new(db.clone(), &settings.mail, &settings.auth.jwt.secret)?;
+    background
+        .tasks
+        .push(mailer.start(background.shutdown.subscribe()));
+    let auth = crate::auth::Auth::new(db.clone(), cache.clone(), &settings.auth, mailer)?;
     if let Some(admin) = &settings.auth.admin {
         auth.ensure_admin(&admin.email, admin.password.expose_secret())
             .await

@@ -188,6 +188,34 @@ fn describe_metrics() {
         "Refresh-token uses, by result (rotated, grace, reuse_detected, invalid)"
     );
     describe_counter!("auth_registrations_total", "Accounts registered");
+    describe_counter!(
+        "auth_mail_requests_total",
+        "Password-reset and verification requests, by kind and whether a mail went out"
+    );
+    describe_counter!(
+        "auth_password_changes_total",
+        "Passwords changed, by how (change or reset)"
+    );
+    describe_counter!(
+        "auth_email_verifications_total",
+        "Addresses verified through a mailed link"
+    );
+    describe_counter!(
+        "auth_email_changes_total",
+        "Account addresses changed (confirmed)"
+    );
+    describe_counter!(
+        "mail_sent_total",
+        "Mails finished, by kind and outcome (sent, logged, discarded, rejected)"
+    );
+    describe_counter!(
+        "mail_send_failures_total",
+        "Delivery attempts that failed and will be retried, by kind and class"
+    );
+    describe_gauge!(
+        "mail_outbox_pending",
+        "Mails in the outbox not yet delivered"
+    );
     describe_counter!("auth_role_changes_total", "Role changes made by admins");
     describe_counter!(
         "auth_user_deactivations_total",

@@ -15,6 +15,7 @@ mod m20250105_000001_analytics_rollups;
 mod m20250106_000001_hourly_rollups;
 mod m20250107_000001_incremental_usage;
 mod m20250108_000001_api_keys;
+mod m20250109_000001_accounts;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250106_000001_hourly_rollups::Migration),
             Box::new(m20250107_000001_incremental_usage::Migration),
             Box::new(m20250108_000001_api_keys::Migration),
+            Box::new(m20250109_000001_accounts::Migration),
         ]
     }
 }

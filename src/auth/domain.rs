@@ -83,6 +83,15 @@ pub struct User {
     pub role: Role,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Entries cached before the column existed were all verified.
+    #[serde(default = "verified")]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub meta_data: serde_json::Value,
+}
+
+fn verified() -> bool {
+    true
 }
 
 impl From<&users::Model> for User {
@@ -96,6 +105,8 @@ impl From<&users::Model> for User {
             role: Role::from_stored(&u.role),
             created_at: u.created_at,
             updated_at: u.updated_at,
+            email_verified: u.email_verified,
+            meta_data: u.meta_data.clone(),
         }
     }
 }
@@ -129,6 +140,53 @@ pub struct IssuedTokens {
     pub expires_in: u64,
     pub refresh_token: String,
     pub user: User,
+}
+
+/// Largest `meta_data` an admin may set, in bytes of JSON.
+pub const MAX_META_DATA_BYTES: usize = 16 * 1024;
+
+/// What an admin may change on a user; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct AdminChange {
+    pub role: Option<Role>,
+    pub is_active: Option<bool>,
+    pub email_verified: Option<bool>,
+    /// Replaces the whole object.
+    pub meta_data: Option<serde_json::Value>,
+}
+
+impl AdminChange {
+    pub fn parse(
+        role: Option<&str>,
+        is_active: Option<bool>,
+        email_verified: Option<bool>,
+        meta_data: Option<serde_json::Value>,
+    ) -> Result<Self, AuthError> {
+        if let Some(m) = &meta_data {
+            if !m.is_object() {
+                return Err(AuthError::invalid("meta_data must be a JSON object"));
+            }
+            if m.to_string().len() > MAX_META_DATA_BYTES {
+                return Err(AuthError::invalid(format!(
+                    "meta_data must be at most {MAX_META_DATA_BYTES} bytes of JSON"
+                )));
+            }
+        }
+        Ok(AdminChange {
+            role: role.map(Role::parse).transpose()?,
+            is_active,
+            email_verified,
+            meta_data,
+        })
+    }
+}
+
+/// What registration answers.
+#[derive(Debug)]
+pub enum Registered {
+    LoggedIn(IssuedTokens),
+    /// Login waits until the address is verified (REQUIRE_EMAIL_VERIFICATION).
+    VerificationPending(User),
 }
 
 /// A new account as registration asks for it.

@@ -29,6 +29,18 @@ pub enum AuthError {
     UserNotFound,
     #[error("Too many failed login attempts; try again later")]
     Throttled { retry_after: u64 },
+    #[error("Too many mail requests for this address or client; try again later")]
+    MailThrottled { retry_after: u64 },
+    #[error(
+        "Email address not verified: follow the link in the verification mail, or ask for a new one at POST /auth/email/verify/request"
+    )]
+    EmailNotVerified,
+    /// A mailed link's token that is unknown, spent, expired or superseded.
+    #[error("Invalid or expired token")]
+    InvalidLink,
+    /// The current password, asked again before a sensitive change.
+    #[error("Current password is incorrect")]
+    WrongPassword,
     #[error(transparent)]
     Database(#[from] DbErr),
     #[error("internal error")]

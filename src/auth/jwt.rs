@@ -114,12 +114,15 @@ impl JwtKeys {
         &self.jwks
     }
 
+    /// Signs an access token; `extra` claims (allow-listed `meta_data`
+    /// keys) are added beside the server's own, which they never replace.
     pub fn issue(
         &self,
         user_id: i32,
         email: &str,
         role: &str,
         session_id: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(String, Claims), AuthError> {
         let now = crate::time::now_utc().timestamp();
         let claims = Claims {
@@ -135,7 +138,19 @@ impl JwtKeys {
         };
         let mut header = Header::new(self.algorithm);
         header.kid = self.kid.clone();
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+        // Flattened only when signing: verify decodes the plain `Claims`.
+        #[derive(Serialize)]
+        struct Signed<'a> {
+            #[serde(flatten)]
+            extra: &'a serde_json::Map<String, serde_json::Value>,
+            #[serde(flatten)]
+            claims: &'a Claims,
+        }
+        let signed = Signed {
+            extra,
+            claims: &claims,
+        };
+        let token = jsonwebtoken::encode(&header, &signed, &self.encoding)
             .map_err(|e| AuthError::Internal(e.into()))?;
         Ok((token, claims))
     }

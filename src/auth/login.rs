@@ -1,19 +1,25 @@
 //! Login and registration, each one call: throttle, verify, session, audit.
 
 use super::password::check_length;
-use super::{Auth, AuthError, ClientInfo, Email, IssuedTokens, NewAccount, Role, User};
+use super::{Auth, AuthError, ClientInfo, Email, IssuedTokens, NewAccount, Registered, Role, User};
 
 impl Auth {
-    /// Registers a user and logs them in.
+    /// Registers a user, mails a verification link, and logs them in,
+    /// unless login waits for verification.
     pub async fn register(
         &self,
         account: NewAccount,
         client: &ClientInfo,
-    ) -> Result<IssuedTokens, AuthError> {
-        let user = self.create_user(account, Role::User).await?;
+    ) -> Result<Registered, AuthError> {
+        let user = self.create_user(account, Role::User, false).await?;
         metrics::counter!("auth_registrations_total").increment(1);
         tracing::info!(audit = "register", user_id = user.id);
-        self.start_session(User::from(&user), client).await
+        if self.settings.accounts.require_email_verification {
+            return Ok(Registered::VerificationPending(User::from(&user)));
+        }
+        Ok(Registered::LoggedIn(
+            self.start_session(User::from(&user), client).await?,
+        ))
     }
 
     /// Logs in with email and password. Unknown email, inactive user and
@@ -26,7 +32,12 @@ impl Auth {
     ) -> Result<IssuedTokens, AuthError> {
         let email = Email::parse(email)?;
         check_length(password)?;
-        self.throttle.reserve(&email, client.ip).await?;
+        self.throttle
+            .reserve(&email, client.ip)
+            .await
+            .inspect_err(|_| {
+                metrics::counter!("auth_logins_total", "result" => "throttled").increment(1);
+            })?;
         let user = self.find_by_email(&email).await?;
         let matches = self
             .hasher
@@ -47,6 +58,11 @@ impl Auth {
             }
         };
         self.throttle.succeeded(&email, client.ip).await;
+        if self.settings.accounts.require_email_verification && !user.email_verified {
+            metrics::counter!("auth_logins_total", "result" => "unverified").increment(1);
+            tracing::info!(audit = "login", result = "unverified", user_id = user.id, ip = ?client.ip);
+            return Err(AuthError::EmailNotVerified);
+        }
         metrics::counter!("auth_logins_total", "result" => "success").increment(1);
         tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);
         self.start_session(User::from(&user), client).await

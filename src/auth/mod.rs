@@ -8,6 +8,7 @@
 //!
 //! Any cache failure falls back to the database: a revoked token never passes.
 
+mod accounts;
 mod authenticate;
 pub mod domain;
 mod error;
@@ -26,11 +27,15 @@ use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
-pub use domain::{ClientInfo, Email, IssuedTokens, NewAccount, Principal, Role, User, UserFilter};
+pub use domain::{
+    AdminChange, ClientInfo, Email, IssuedTokens, NewAccount, Principal, Registered, Role, User,
+    UserFilter,
+};
 pub use error::AuthError;
 
 use crate::cache::SharedCache;
 use crate::config::AuthSettings;
+use crate::mail::Mailer;
 
 /// The auth services and what they share, built once at start.
 pub struct Auth {
@@ -40,6 +45,9 @@ pub struct Auth {
     pub hasher: password::PasswordHasher,
     pub jwt: jwt::JwtKeys,
     throttle: throttle::Throttle,
+    /// Password-reset and verification requests, per email and client IP.
+    mail_throttle: throttle::Throttle,
+    mail: Arc<Mailer>,
     /// Key of the refresh-token chain, derived from the JWT secret for this
     /// purpose alone.
     refresh_chain_key: [u8; 32],
@@ -53,6 +61,7 @@ impl Auth {
         db: DatabaseConnection,
         cache: SharedCache,
         settings: &AuthSettings,
+        mail: Arc<Mailer>,
     ) -> anyhow::Result<Arc<Self>> {
         let mut refresh_chain_key = [0u8; 32];
         Hkdf::<Sha256>::new(None, settings.jwt.secret.expose_secret().as_bytes())
@@ -67,7 +76,17 @@ impl Auth {
                 settings.password.hash_concurrency,
             ),
             jwt: jwt::JwtKeys::new(&settings.jwt)?,
-            throttle: throttle::Throttle::new(cache.clone(), settings.throttle.clone()),
+            throttle: throttle::Throttle::new(
+                cache.clone(),
+                settings.throttle.clone(),
+                "login-fail",
+            ),
+            mail_throttle: throttle::Throttle::new(
+                cache.clone(),
+                settings.accounts.mail_throttle.clone(),
+                "mail-request",
+            ),
+            mail,
             db,
             cache,
             settings: settings.clone(),

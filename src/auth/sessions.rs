@@ -42,9 +42,15 @@ impl Auth {
         sid: &str,
         refresh_token: String,
     ) -> Result<IssuedTokens, AuthError> {
-        let (access_token, _) = self
-            .jwt
-            .issue(user.id, &user.email, user.role.as_str(), sid)?;
+        let extra = self
+            .settings
+            .custom_claims
+            .iter()
+            .filter_map(|k| Some((k.clone(), user.meta_data.get(k)?.clone())))
+            .collect();
+        let (access_token, _) =
+            self.jwt
+                .issue(user.id, &user.email, user.role.as_str(), sid, &extra)?;
         Ok(IssuedTokens {
             access_token,
             expires_in: self.jwt.ttl().as_secs(),

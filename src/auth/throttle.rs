@@ -1,7 +1,7 @@
-//! Login throttling through the shared cache, so every replica counts the
-//! same failures: per email (unknown ones too) and, higher, per client IP.
-//! Attempts are counted before the password is verified, so a burst sent in
-//! parallel cannot slip past the limit together.
+//! Throttling through the shared cache, so every replica counts alike: per
+//! email (unknown ones too) and, higher, per client IP. Login failures are
+//! counted before the password is verified, so a burst sent in parallel
+//! cannot slip past the limit together; mail requests are counted each.
 
 use std::net::IpAddr;
 
@@ -18,12 +18,12 @@ enum Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// The failure counter's key; its TTL is the window, started by the
-    /// first attempt and never extended.
-    fn key(&self) -> String {
+    /// The counter's key; its TTL is the window, started by the first
+    /// attempt and never extended.
+    fn key(&self, name: &str) -> String {
         match self {
-            Subject::Email(e) => format!("login-fail:email:{e}"),
-            Subject::Ip(ip) => format!("login-fail:ip:{ip}"),
+            Subject::Email(e) => format!("{name}:email:{e}"),
+            Subject::Ip(ip) => format!("{name}:ip:{ip}"),
         }
     }
 }
@@ -32,11 +32,17 @@ impl Subject<'_> {
 pub struct Throttle {
     cache: SharedCache,
     settings: ThrottleSettings,
+    /// Key prefix: `login-fail`, `mail-request`.
+    name: &'static str,
 }
 
 impl Throttle {
-    pub fn new(cache: SharedCache, settings: ThrottleSettings) -> Self {
-        Throttle { cache, settings }
+    pub fn new(cache: SharedCache, settings: ThrottleSettings, name: &'static str) -> Self {
+        Throttle {
+            cache,
+            settings,
+            name,
+        }
     }
 
     fn limit(&self, subject: Subject<'_>) -> u32 {
@@ -60,12 +66,15 @@ impl Throttle {
             .into_iter()
             .chain([Subject::Email(email.as_str())])
         {
-            match self.cache.incr(&subject.key(), self.settings.window).await {
+            match self
+                .cache
+                .incr(&subject.key(self.name), self.settings.window)
+                .await
+            {
                 Ok((count, ttl)) if count > i64::from(self.limit(subject)) => {
                     for earlier in taken {
                         self.release(earlier).await;
                     }
-                    metrics::counter!("auth_logins_total", "result" => "throttled").increment(1);
                     return Err(AuthError::Throttled {
                         retry_after: ttl.max(1),
                     });
@@ -80,7 +89,7 @@ impl Throttle {
     async fn release(&self, subject: Subject<'_>) {
         let _ = self
             .cache
-            .incr_by(&subject.key(), -1, self.settings.window)
+            .incr_by(&subject.key(self.name), -1, self.settings.window)
             .await;
     }
 
@@ -92,7 +101,7 @@ impl Throttle {
         }
         let _ = self
             .cache
-            .delete(&Subject::Email(email.as_str()).key())
+            .delete(&Subject::Email(email.as_str()).key(self.name))
             .await;
     }
 }

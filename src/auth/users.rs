@@ -6,7 +6,9 @@ use sea_orm::{
 };
 
 use super::domain::parse_name;
-use super::{Auth, AuthError, Email, NewAccount, Principal, Role, User, UserFilter, password};
+use super::{
+    AdminChange, Auth, AuthError, Email, NewAccount, Principal, Role, User, UserFilter, password,
+};
 use crate::entity::users;
 use crate::time::now;
 
@@ -29,10 +31,13 @@ impl Auth {
             .ok_or(AuthError::UserNotFound)
     }
 
+    /// Creates an account. An unverified one gets its verification mail in
+    /// the same transaction.
     pub(super) async fn create_user(
         &self,
         account: NewAccount,
         role: Role,
+        verified: bool,
     ) -> Result<users::Model, AuthError> {
         let context: Vec<&str> = [
             Some(account.email.as_str()),
@@ -58,10 +63,12 @@ impl Auth {
             last_name: Set(account.last_name),
             meta_data: Set(serde_json::json!({})),
             role: Set(role.as_str().to_string()),
+            email_verified: Set(verified),
             ..Default::default()
         };
+        let txn = crate::db::begin_write(&self.db).await?;
         // Two racing registrations: the unique index decides, the loser gets 409.
-        model.insert(&self.db).await.map_err(|e| {
+        let user = model.insert(&txn).await.map_err(|e| {
             if matches!(
                 e.sql_err(),
                 Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
@@ -70,7 +77,20 @@ impl Auth {
             } else {
                 e.into()
             }
-        })
+        })?;
+        if !verified {
+            self.mail_link(
+                &txn,
+                &user,
+                super::accounts::Purpose::VerifyEmail,
+                &user.email,
+                serde_json::json!({}),
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        self.mail.wake();
+        Ok(user)
     }
 
     /// One user (admin view).
@@ -79,7 +99,7 @@ impl Auth {
     }
 
     /// Publishes a changed user to every replica at once.
-    async fn publish_user(&self, user: &users::Model) -> User {
+    pub(super) async fn publish_user(&self, user: &users::Model) -> User {
         let user = User::from(user);
         self.cache_user(&user).await;
         user
@@ -118,9 +138,14 @@ impl Auth {
         &self,
         actor: &Principal,
         user_id: i32,
-        role: Option<Role>,
-        is_active: Option<bool>,
+        change: AdminChange,
     ) -> Result<User, AuthError> {
+        let AdminChange {
+            role,
+            is_active,
+            email_verified,
+            meta_data,
+        } = change;
         let user = self.find(user_id).await?;
         let old_role = Role::from_stored(&user.role);
         let mut active: users::ActiveModel = user.into();
@@ -130,7 +155,23 @@ impl Auth {
         if let Some(a) = is_active {
             active.is_active = Set(a);
         }
+        if let Some(v) = email_verified {
+            active.email_verified = Set(v);
+        }
+        let meta_changed = meta_data.is_some();
+        if let Some(m) = meta_data {
+            active.meta_data = Set(m);
+        }
         let user = self.save(active).await?;
+        if email_verified.is_some() || meta_changed {
+            tracing::info!(
+                audit = "admin_user_change",
+                actor = actor.user.id,
+                user_id,
+                email_verified,
+                meta_data = meta_changed
+            );
+        }
         if role.is_some_and(|r| r != old_role) {
             metrics::counter!("auth_role_changes_total").increment(1);
             tracing::info!(
@@ -207,7 +248,8 @@ impl Auth {
                     first_name: None,
                     last_name: None,
                 };
-                let user = self.create_user(account, Role::Admin).await?;
+                // The operator named this address: nothing to verify.
+                let user = self.create_user(account, Role::Admin, true).await?;
                 Ok(User::from(&user))
             }
         }

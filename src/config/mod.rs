@@ -88,6 +88,23 @@ struct Raw {
     admin_email: String,
     admin_password: SecretString,
 
+    require_email_verification: bool,
+    password_reset_ttl: String,
+    email_verification_ttl: String,
+    mail_max_per_email: u32,
+    mail_ip_max: u32,
+    mail_throttle_window: u64,
+    jwt_custom_claims: String,
+    smtp_url: SecretString,
+    mail_from: String,
+    public_base_url: String,
+    mail_verify_url: String,
+    mail_reset_url: String,
+    mail_email_change_url: String,
+    mail_template_dir: String,
+    mail_retry_base: u64,
+    mail_retry_max: u64,
+
     analytics_retention_days: u32,
     metrics_batch_size: usize,
     analytics_batch_limit: usize,
@@ -264,7 +281,7 @@ impl Settings {
                 secret: r.jwt_secret.clone(),
                 algorithm,
                 expires_in: duration("jwt_expires_in", &r.jwt_expires_in)?,
-                issuer: r.jwt_issuer,
+                issuer: r.jwt_issuer.clone(),
                 leeway: r.jwt_leeway,
                 private_key_file,
                 key_id: Some(r.jwt_key_id.trim())
@@ -288,7 +305,29 @@ impl Settings {
                 email: admin_email,
                 password: r.admin_password.clone(),
             }),
+            accounts: AccountSettings {
+                require_email_verification: r.require_email_verification,
+                reset_ttl: duration("password_reset_ttl", &r.password_reset_ttl)?,
+                verification_ttl: duration("email_verification_ttl", &r.email_verification_ttl)?,
+                mail_throttle: ThrottleSettings {
+                    max_failures: r.mail_max_per_email,
+                    ip_max_failures: r.mail_ip_max,
+                    window: Duration::from_secs(r.mail_throttle_window),
+                },
+            },
+            custom_claims: custom_claims(&r.jwt_custom_claims)?,
         };
+        ensure(
+            r.mail_max_per_email > 0 && r.mail_ip_max >= r.mail_max_per_email,
+            "mail_ip_max",
+            "MAIL_MAX_PER_EMAIL must be at least 1 and MAIL_IP_MAX at least as high",
+        )?;
+        ensure(
+            r.mail_throttle_window > 0,
+            "mail_throttle_window",
+            "must be at least 1 second",
+        )?;
+        let mail = mail_settings(&r, environment)?;
 
         ensure(
             (1..=1000).contains(&r.database_max_connections),
@@ -409,6 +448,11 @@ impl Settings {
                 "password_hash_rounds",
                 "must be at least 10 in production",
             )?;
+            ensure(
+                !r.require_email_verification || mail.smtp_url.is_some(),
+                "smtp_url",
+                "required in production when REQUIRE_EMAIL_VERIFICATION=true",
+            )?;
         } else if environment == RunEnvironment::Test {
             ensure(
                 !r.require_api_key || !keys.is_empty(),
@@ -437,8 +481,105 @@ impl Settings {
             auth,
             analytics,
             jobs,
+            mail,
         })
     }
+}
+
+/// The mail section: transport, sender, links and templates.
+fn mail_settings(r: &Raw, environment: RunEnvironment) -> Result<MailSettings, ConfigError> {
+    let smtp_url = Some(r.smtp_url.expose_secret().trim())
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let scheme = u.split_once("://").map(|(s, _)| s);
+            if matches!(scheme, Some("smtp" | "smtps")) {
+                Ok(SecretString::from(u.to_string()))
+            } else {
+                Err(bad(
+                    "smtp_url",
+                    "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
+                ))
+            }
+        })
+        .transpose()?;
+    let from = r.mail_from.trim().to_string();
+    ensure(
+        from.parse::<lettre::message::Mailbox>().is_ok(),
+        "mail_from",
+        "must be an address, optionally with a name: Name <user@example.com>",
+    )?;
+    let base = r.public_base_url.trim().trim_end_matches('/').to_string();
+    ensure(
+        url::Url::parse(&base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
+        "public_base_url",
+        "must be an http(s) URL",
+    )?;
+    let link = |key: &str, value: &str, path: &str| -> Result<String, ConfigError> {
+        let template = match value.trim() {
+            "" => format!("{base}{path}?token={{token}}"),
+            t => t.to_string(),
+        };
+        ensure(
+            template.contains("{token}"),
+            key,
+            "must contain {token} where the link's token goes",
+        )?;
+        Ok(template)
+    };
+    ensure(
+        r.mail_retry_base > 0 && r.mail_retry_max >= r.mail_retry_base,
+        "mail_retry_max",
+        "MAIL_RETRY_BASE must be at least 1 second and MAIL_RETRY_MAX at least as long",
+    )?;
+    let delivery = match (&smtp_url, environment) {
+        (Some(_), _) => MailDelivery::Smtp,
+        // Links in a production log would hand accounts to whoever reads it.
+        (None, RunEnvironment::Production) => MailDelivery::Discard,
+        (None, _) => MailDelivery::Log,
+    };
+    Ok(MailSettings {
+        smtp_url,
+        delivery,
+        from,
+        links: MailLinks {
+            verify: link("mail_verify_url", &r.mail_verify_url, "/verify-email")?,
+            reset: link("mail_reset_url", &r.mail_reset_url, "/reset-password")?,
+            email_change: link(
+                "mail_email_change_url",
+                &r.mail_email_change_url,
+                "/confirm-email-change",
+            )?,
+        },
+        template_dir: Some(r.mail_template_dir.trim())
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
+        retry_base: Duration::from_secs(r.mail_retry_base),
+        retry_max: Duration::from_secs(r.mail_retry_max),
+    })
+}
+
+/// Claims every token carries that a `meta_data` key must not replace.
+const RESERVED_CLAIMS: &[&str] = &[
+    "sub", "email", "iat", "exp", "nbf", "type", "jti", "sid", "role", "iss", "aud", "amr", "acr",
+];
+
+fn custom_claims(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let claims = split_list(raw);
+    for c in &claims {
+        ensure(
+            !RESERVED_CLAIMS.contains(&c.as_str()),
+            "jwt_custom_claims",
+            &format!("'{c}' is a claim the server sets itself"),
+        )?;
+        ensure(
+            c.len() <= 64
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch)),
+            "jwt_custom_claims",
+            &format!("'{c}' must be at most 64 letters, digits or _-.:"),
+        )?;
+    }
+    Ok(claims)
 }
 
 fn embedded(name: &str) -> &'static str {

@@ -49,6 +49,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub analytics: AnalyticsSettings,
     pub jobs: JobSettings,
+    pub mail: MailSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +118,53 @@ pub struct AuthSettings {
     pub refresh_reuse_grace: Duration,
     /// The first admin, created at start.
     pub admin: Option<AdminAccount>,
+    pub accounts: AccountSettings,
+    /// `meta_data` keys copied into access tokens.
+    pub custom_claims: Vec<String>,
+}
+
+/// Password reset, email verification and email change.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// Refuse login (403) to users whose address is not verified.
+    pub require_email_verification: bool,
+    pub reset_ttl: Duration,
+    /// Verification and email-change links.
+    pub verification_ttl: Duration,
+    /// Mail requests (reset, verification) per email and per client IP.
+    pub mail_throttle: ThrottleSettings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailDelivery {
+    Smtp,
+    /// Development without SMTP: mails, links included, go to the log.
+    Log,
+    /// Production without SMTP: mails are dropped with a warning.
+    Discard,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://`, `smtps://`, with `?tls=required|opportunistic`; credentials in the URL.
+    pub smtp_url: Option<SecretString>,
+    pub delivery: MailDelivery,
+    /// `Name <address>` or an address.
+    pub from: String,
+    pub links: MailLinks,
+    /// Files that replace the compiled-in templates (`<kind>.subject`, `.txt`, `.html`).
+    pub template_dir: Option<PathBuf>,
+    /// Backoff between delivery attempts: doubles from `retry_base` up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+}
+
+/// Link templates; `{token}` is replaced by the link's token.
+#[derive(Debug, Clone)]
+pub struct MailLinks {
+    pub verify: String,
+    pub reset: String,
+    pub email_change: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

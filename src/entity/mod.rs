@@ -4,9 +4,11 @@
 pub mod api_keys;
 pub mod events;
 pub mod jobs;
+pub mod mail_outbox;
 pub mod metrics;
 pub mod refresh_tokens;
 pub mod sessions;
 pub mod usage;
 pub mod usage_breakdown;
+pub mod user_tokens;
 pub mod users;

@@ -16,6 +16,7 @@ pub struct Model {
     #[sea_orm(column_type = "Json")]
     pub meta_data: Json,
     pub role: String,
+    pub email_verified: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -87,18 +87,22 @@ impl From<AuthError> for ApiError {
         let detail = err.to_string();
         match err {
             AuthError::Invalid(_) => ApiError::Unprocessable(detail),
-            AuthError::PasswordTooShort(_) | AuthError::PasswordGuessable => {
-                ApiError::BadRequest(detail)
-            }
+            AuthError::PasswordTooShort(_)
+            | AuthError::PasswordGuessable
+            | AuthError::InvalidLink
+            | AuthError::WrongPassword => ApiError::BadRequest(detail),
+            AuthError::EmailNotVerified => ApiError::Forbidden(detail),
             AuthError::EmailTaken => ApiError::Conflict(detail),
             AuthError::InvalidCredentials => ApiError::Unauthorized(detail),
             AuthError::InvalidToken(_) => ApiError::InvalidToken(detail),
             AuthError::Forbidden(_) => ApiError::Forbidden(detail),
             AuthError::UserNotFound => ApiError::NotFound(detail),
-            AuthError::Throttled { retry_after } => ApiError::TooManyRequests {
-                detail,
-                retry_after,
-            },
+            AuthError::Throttled { retry_after } | AuthError::MailThrottled { retry_after } => {
+                ApiError::TooManyRequests {
+                    detail,
+                    retry_after,
+                }
+            }
             AuthError::Database(e) => e.into(),
             AuthError::Internal(e) => ApiError::Internal(e),
         }

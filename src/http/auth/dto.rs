@@ -73,6 +73,56 @@ pub struct AdminUserUpdate {
     /// `user` or `admin`.
     pub role: Option<String>,
     pub is_active: Option<bool>,
+    /// Mark the address verified (or not).
+    pub email_verified: Option<bool>,
+    /// Replaces the user's `meta_data` (an object, at most 16 KiB of JSON);
+    /// keys listed in `JWT_CUSTOM_CLAIMS` are copied into access tokens.
+    #[schema(value_type = Option<Object>)]
+    pub meta_data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangePasswordRequest {
+    #[schema(format = Password)]
+    pub current_password: String,
+    #[schema(format = Password)]
+    pub new_password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EmailRequest {
+    #[schema(example = "user@example.com")]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ResetPasswordRequest {
+    /// The token of the link in the reset mail.
+    pub token: String,
+    #[schema(format = Password)]
+    pub new_password: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LinkTokenRequest {
+    /// The token of the link in the mail.
+    pub token: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangeEmailRequest {
+    /// The current password.
+    #[schema(format = Password)]
+    pub password: String,
+    #[schema(example = "new@example.com")]
+    pub new_email: String,
+}
+
+/// Registration while login waits for a verified address.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredResponse {
+    pub message: String,
+    pub user: UserResponse,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -98,6 +148,10 @@ pub struct UserResponse {
     pub updated_at: DateTime<Utc>,
     /// `user` or `admin`.
     pub role: String,
+    /// Whether the user proved the address (accounts from before count as verified).
+    pub email_verified: bool,
+    #[schema(value_type = Object)]
+    pub meta_data: serde_json::Value,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,6 +194,11 @@ impl From<&User> for UserResponse {
             created_at: u.created_at.and_utc(),
             updated_at: u.updated_at.and_utc(),
             role: u.role.as_str().to_string(),
+            email_verified: u.email_verified,
+            meta_data: match &u.meta_data {
+                serde_json::Value::Null => serde_json::json!({}),
+                m => m.clone(),
+            },
         }
     }
 }

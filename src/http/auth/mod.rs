@@ -1,6 +1,7 @@
 //! `/auth/*`: handlers, their bodies, and the extractors that carry
 //! permissions in types.
 
+pub mod accounts;
 pub mod dto;
 pub mod extract;
 pub mod oauth;

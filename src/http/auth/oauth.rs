@@ -36,7 +36,10 @@ fn invalid_client(description: impl Into<String>) -> ApiError {
 /// Grant failures in §5.2's terms; a database outage stays a 503.
 fn grant_error(err: AuthError) -> ApiError {
     match err {
-        AuthError::InvalidCredentials | AuthError::InvalidToken(_) | AuthError::Forbidden(_) => {
+        AuthError::InvalidCredentials
+        | AuthError::InvalidToken(_)
+        | AuthError::Forbidden(_)
+        | AuthError::EmailNotVerified => {
             oauth(StatusCode::BAD_REQUEST, "invalid_grant", err.to_string())
         }
         AuthError::Invalid(_) => invalid_request(err.to_string()),

@@ -5,16 +5,19 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
-use crate::auth::{NewAccount, Role, UserFilter};
+use crate::auth::{AdminChange, NewAccount, Registered, UserFilter};
 use crate::http::net::client_info;
 use crate::http::{ApiError, AppState, ErrorBody};
 
-/// Register a user; answers tokens like login.
+/// Register a user; answers tokens like login. A verification link is
+/// mailed to the address; with `REQUIRE_EMAIL_VERIFICATION` the answer is
+/// 202 without tokens, and login waits for the link.
 #[utoipa::path(
     post, path = "/auth/register", tag = "auth",
     request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered and logged in", body = TokenResponse),
+        (status = 202, description = "Registered; log in after following the mailed link", body = RegisteredResponse),
         (status = 400, description = "Password too short", body = ErrorBody),
         (status = 409, description = "Email already registered", body = ErrorBody),
         (status = 422, description = "Invalid email, password over 72 bytes, or malformed body", body = ErrorBody),
@@ -27,11 +30,19 @@ pub async fn register(
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let account = NewAccount::parse(&body.email, body.password, body.first_name, body.last_name)?;
-    let tokens = state
+    let registered = state
         .auth
         .register(account, &client_info(&state.settings.http, &req))
         .await?;
-    Ok(HttpResponse::Created().json(TokenResponse::from(tokens)))
+    Ok(match registered {
+        Registered::LoggedIn(tokens) => HttpResponse::Created().json(TokenResponse::from(tokens)),
+        Registered::VerificationPending(user) => {
+            HttpResponse::Accepted().json(RegisteredResponse {
+                message: "Registered: follow the link mailed to your address, then log in".into(),
+                user: UserResponse::from(&user),
+            })
+        }
+    })
 }
 
 /// Log in with email and password.
@@ -42,6 +53,7 @@ pub async fn register(
         (status = 200, description = "Logged in", body = TokenResponse),
         (status = 401, description = "Invalid credentials", body = ErrorBody,
             examples(("bad_credentials" = (value = json!({"detail": "Invalid credentials"}))))),
+        (status = 403, description = "Address not verified (REQUIRE_EMAIL_VERIFICATION)", body = ErrorBody),
         (status = 422, description = "Malformed body or email", body = ErrorBody),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
     )
@@ -222,8 +234,8 @@ pub async fn get_user(
     Ok(HttpResponse::Ok().json(UserResponse::from(&user)))
 }
 
-/// Change a user's role or active flag (admin). Deactivation ends the
-/// user's sessions at once.
+/// Change a user's role, active flag, verified flag or `meta_data` (admin).
+/// Deactivation ends the user's sessions at once.
 #[utoipa::path(
     patch, path = "/auth/users/{id}", tag = "admin",
     params(("id" = i32, Path, description = "User id")),
@@ -233,7 +245,7 @@ pub async fn get_user(
         (status = 200, description = "The updated user", body = UserResponse),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
-        (status = 422, description = "Unknown role", body = ErrorBody),
+        (status = 422, description = "Unknown role, or meta_data not an object or too large", body = ErrorBody),
     )
 )]
 pub async fn patch_user(
@@ -243,10 +255,15 @@ pub async fn patch_user(
     body: crate::http::body::Json<AdminUserUpdate>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let role = body.role.as_deref().map(Role::parse).transpose()?;
+    let change = AdminChange::parse(
+        body.role.as_deref(),
+        body.is_active,
+        body.email_verified,
+        body.meta_data,
+    )?;
     let user = state
         .auth
-        .admin_update(&admin.0, id.into_inner(), role, body.is_active)
+        .admin_update(&admin.0, id.into_inner(), change)
         .await?;
     Ok(HttpResponse::Ok().json(UserResponse::from(&user)))
 }
@@ -299,6 +316,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(get_profile))
                 .route(web::put().to(put_profile)),
         )
+        .configure(super::accounts::routes)
         .service(web::resource("/auth/users").route(web::get().to(list_users)))
         .service(
             web::resource("/auth/users/{id}")
