@@ -137,3 +137,60 @@ fn debug_output_never_shows_a_secret() {
     assert!(text.contains("REDACTED"));
     assert_eq!(s.api_keys.keys.len(), 2);
 }
+
+#[test]
+fn mail_settings_are_checked_and_links_default_to_the_public_url() {
+    let s = Settings::load_with(Some(env(&[(
+        "PUBLIC_BASE_URL",
+        "https://app.example.com/",
+    )])))
+    .unwrap();
+    assert_eq!(s.mail.delivery, MailDelivery::Log);
+    assert_eq!(
+        s.mail.links.reset,
+        "https://app.example.com/reset-password?token={token}"
+    );
+    assert_eq!(s.auth.accounts.reset_ttl, Duration::from_secs(3600));
+    let s = Settings::load_with(Some(env(&[(
+        "SMTP_URL",
+        "smtp://user:pw@mail.example.com:587?tls=required",
+    )])))
+    .unwrap();
+    assert_eq!(s.mail.delivery, MailDelivery::Smtp);
+    assert!(
+        !format!("{s:?}").contains("pw@"),
+        "the SMTP password never prints"
+    );
+    for (key, value) in [
+        ("SMTP_URL", "http://mail.example.com"),
+        ("MAIL_FROM", "not an address"),
+        ("MAIL_RESET_URL", "https://app.example.com/reset"),
+        ("PUBLIC_BASE_URL", "ftp://example.com"),
+        ("JWT_CUSTOM_CLAIMS", "tenant,sub"),
+        ("JWT_CUSTOM_CLAIMS", "with space"),
+        ("MAIL_IP_MAX", "0"),
+    ] {
+        let err = Settings::load_with(Some(env(&[(key, value)]))).unwrap_err();
+        assert_eq!(err.key, key, "{value}: {err}");
+    }
+}
+
+#[test]
+fn production_needs_smtp_to_require_verification_and_never_logs_mail() {
+    let base = [
+        ("ENVIRONMENT", "production"),
+        (
+            "JWT_SECRET",
+            "a-production-secret-that-is-long-enough-to-pass",
+        ),
+        ("API_KEY", "a-real-key"),
+    ];
+    let s = Settings::load_with(Some(env(&base))).unwrap();
+    assert_eq!(s.mail.delivery, MailDelivery::Discard);
+    let mut required = base.to_vec();
+    required.push(("REQUIRE_EMAIL_VERIFICATION", "true"));
+    let err = Settings::load_with(Some(env(&required))).unwrap_err();
+    assert_eq!(err.key, "SMTP_URL");
+    required.push(("SMTP_URL", "smtps://mail.example.com"));
+    assert!(Settings::load_with(Some(env(&required))).is_ok());
+}

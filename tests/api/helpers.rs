@@ -266,11 +266,18 @@ impl TestApp {
     }
 
     /// Registers root@example.com, makes it an admin, answers its access token.
+    /// An admin with a verified address (so it logs in under any setting).
     pub async fn make_admin(&self) -> String {
-        let body = self.register("root@example.com", "admin-password").await;
+        let (status, body) = self
+            .post_json(
+                "/auth/register",
+                json!({"email": "root@example.com", "password": "admin-password"}),
+            )
+            .await;
+        assert!(status == 201 || status == 202, "{body}");
         let id = body["user"]["id"].as_i64().unwrap();
         self.execute(&format!(
-            "UPDATE platform_users SET role = 'admin' WHERE id = {id}"
+            "UPDATE platform_users SET role = 'admin', email_verified = true WHERE id = {id}"
         ))
         .await;
         let (_, body) = json(self.login("root@example.com", "admin-password").await).await;
@@ -421,5 +428,175 @@ impl TcpProxy {
         for task in self.tasks.lock().unwrap().drain(..) {
             task.abort();
         }
+    }
+}
+
+/// A mail as the SMTP server received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedMail {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    pub message_id: String,
+}
+
+impl ReceivedMail {
+    /// The token of the link in the mail (`…?token=<token>`).
+    pub fn link_token(&self) -> String {
+        let start = self
+            .text
+            .find("token=")
+            .unwrap_or_else(|| panic!("no link in {:?}", self.text))
+            + "token=".len();
+        self.text[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    }
+}
+
+/// A real SMTP server on loopback: Python's aiosmtpd, storing what it
+/// receives in a Maildir. `stop` kills it (connections are then refused);
+/// `start` brings it back on the same port.
+pub struct SmtpServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl SmtpServer {
+    pub async fn start() -> SmtpServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = SmtpServer {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: std::sync::Mutex::new(None),
+        };
+        server.resume().await;
+        server
+    }
+
+    fn maildir(&self) -> std::path::PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server process (again) and waits until it accepts.
+    pub async fn resume(&self) {
+        let child = std::process::Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.maildir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        *self.child.lock().unwrap() = Some(child);
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .lock()
+                .unwrap()
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "the SMTP server exited ({status}): these tests need Python's aiosmtpd \
+                     (python3 -m pip install aiosmtpd; .ci/test.sh installs it)"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the SMTP server did not start on port {}", self.port);
+    }
+
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Every mail received so far, oldest first.
+    pub fn mails(&self) -> Vec<ReceivedMail> {
+        let mut files: Vec<(std::time::SystemTime, std::path::PathBuf)> = ["new", "cur"]
+            .iter()
+            .filter_map(|d| std::fs::read_dir(self.maildir().join(d)).ok())
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| (e.metadata().unwrap().modified().unwrap(), e.path()))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| {
+                let raw = std::fs::read(&path).unwrap();
+                let msg = mail_parser::MessageParser::default().parse(&raw).unwrap();
+                ReceivedMail {
+                    to: msg
+                        .to()
+                        .and_then(|a| a.first())
+                        .and_then(|a| a.address())
+                        .unwrap_or_default()
+                        .to_string(),
+                    subject: msg.subject().unwrap_or_default().to_string(),
+                    text: msg.body_text(0).unwrap_or_default().to_string(),
+                    html: msg.body_html(0).unwrap_or_default().to_string(),
+                    message_id: msg.message_id().unwrap_or_default().to_string(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn mails_to(&self, to: &str) -> Vec<ReceivedMail> {
+        self.mails().into_iter().filter(|m| m.to == to).collect()
+    }
+
+    /// Waits for the `n`th mail (counting from 1) to `to` whose subject
+    /// contains `subject`.
+    pub async fn wait_for_nth(&self, to: &str, subject: &str, n: usize) -> ReceivedMail {
+        for _ in 0..300 {
+            let found: Vec<ReceivedMail> = self
+                .mails_to(to)
+                .into_iter()
+                .filter(|m| m.subject.contains(subject))
+                .collect();
+            if found.len() >= n {
+                return found[n - 1].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no mail #{n} to {to} about {subject:?} within 15 s; received: {:?}",
+            self.mails()
+                .iter()
+                .map(|m| (&m.to, &m.subject))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    pub async fn wait_for(&self, to: &str, subject: &str) -> ReceivedMail {
+        self.wait_for_nth(to, subject, 1).await
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

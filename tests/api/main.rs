@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod accounts;
 mod adoption;
 mod analytics;
 mod architecture;
