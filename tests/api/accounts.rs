@@ -673,3 +673,63 @@ async fn replicas_sending_from_one_outbox_send_each_mail_once() {
     ids.dedup();
     assert_eq!(ids.len(), emails.len());
 }
+
+#[tokio::test]
+async fn mail_templates_can_be_replaced_from_files() {
+    let smtp = SmtpServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("password_reset.subject"),
+        "Acme: new password for {{ email }}",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("password_reset.html"),
+        "<p>Hi {{ first_name }}, <a href=\"{{ link }}\">reset</a></p>",
+    )
+    .unwrap();
+    let path = dir.path().display().to_string();
+    let app = app_with_mail(&smtp, &[("MAIL_TEMPLATE_DIR", path.as_str())]).await;
+    app.register("tpl@example.com", PASSWORD).await;
+    forgot(&app, "tpl@example.com").await;
+    let mail = smtp
+        .wait_for("tpl@example.com", "Acme: new password for tpl@example.com")
+        .await;
+    assert!(
+        mail.html.starts_with("<p>Hi Ada, <a href="),
+        "{}",
+        mail.html
+    );
+    // The text part kept the compiled-in template.
+    assert!(
+        mail.text.contains("Someone asked to reset"),
+        "{}",
+        mail.text
+    );
+    // Values are escaped in HTML.
+    let (status, _) = app
+        .post_json(
+            "/auth/register",
+            json!({"email": "x@example.com", "password": PASSWORD, "first_name": "<b>x</b>"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    forgot(&app, "x@example.com").await;
+    let mail = smtp.wait_for("x@example.com", "Acme: new password").await;
+    assert!(
+        mail.html.contains("Hi &lt;b&gt;x&lt;&#x2f;b&gt;,"),
+        "{}",
+        mail.html
+    );
+
+    // A template that does not compile stops the start, naming the file.
+    std::fs::write(dir.path().join("verify_email.txt"), "{% if %}").unwrap();
+    let mut env: std::collections::HashMap<String, String> = app.env.clone();
+    env.insert("MAIL_TEMPLATE_DIR".into(), path);
+    let settings = platform_server::config::Settings::load_with(Some(env)).unwrap();
+    let err = platform_server::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("a broken template is refused");
+    assert!(format!("{err:#}").contains("verify_email.txt"), "{err:#}");
+}
