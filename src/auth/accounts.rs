@@ -258,12 +258,39 @@ impl Auth {
         let (row, user) = self.redeemable(token, Purpose::PasswordReset).await?;
         self.check_password_for(&user, new_password)?;
         let hash = self.hasher.hash(new_password).await?;
+        let user = self
+            .replace_password(user, hash, Some(&row), "password_reset")
+            .await?;
+        self.forget_expired_tokens(user.id).await;
+        metrics::counter!("auth_password_changes_total", "how" => "reset").increment(1);
+        tracing::info!(
+            audit = "password_reset",
+            stage = "redeemed",
+            user_id = user.id
+        );
+        Ok(())
+    }
+
+    /// Stores a new password hash, spending the reset link redeemed (which
+    /// also proves the address) and every other one, with a notice mail;
+    /// then ends every session of the user.
+    async fn replace_password(
+        &self,
+        user: users::Model,
+        hash: String,
+        redeemed: Option<&user_tokens::Model>,
+        reason: &str,
+    ) -> Result<User, AuthError> {
         let txn = crate::db::begin_write(&self.db).await?;
-        Self::spend(&txn, &row).await?;
+        if let Some(row) = redeemed {
+            Self::spend(&txn, row).await?;
+        }
         Self::spend_all(&txn, user.id, Purpose::PasswordReset).await?;
-        let mut active: users::ActiveModel = user.clone().into();
+        let mut active: users::ActiveModel = user.into();
         active.password_hash = Set(hash);
-        active.email_verified = Set(true);
+        if redeemed.is_some() {
+            active.email_verified = Set(true);
+        }
         active.updated_at = Set(now());
         let updated = active.update(&txn).await?;
         self.mail_notice(
@@ -276,16 +303,9 @@ impl Auth {
         .await?;
         txn.commit().await?;
         self.mail.wake();
-        self.publish_user(&updated).await;
-        self.revoke_user_sessions(user.id, "password_reset").await?;
-        self.forget_expired_tokens(user.id).await;
-        metrics::counter!("auth_password_changes_total", "how" => "reset").increment(1);
-        tracing::info!(
-            audit = "password_reset",
-            stage = "redeemed",
-            user_id = user.id
-        );
-        Ok(())
+        let user = self.publish_user(&updated).await;
+        self.revoke_user_sessions(user.id, reason).await?;
+        Ok(user)
     }
 
     fn check_password_for(&self, user: &users::Model, password: &str) -> Result<(), AuthError> {
@@ -344,24 +364,8 @@ impl Auth {
         self.confirm_password(&user, current, client).await?;
         self.check_password_for(&user, new_password)?;
         let hash = self.hasher.hash(new_password).await?;
-        let txn = crate::db::begin_write(&self.db).await?;
-        Self::spend_all(&txn, user.id, Purpose::PasswordReset).await?;
-        let mut active: users::ActiveModel = user.into();
-        active.password_hash = Set(hash);
-        active.updated_at = Set(now());
-        let updated = active.update(&txn).await?;
-        self.mail_notice(
-            &txn,
-            &updated,
-            Kind::PasswordChanged,
-            &updated.email,
-            json!({}),
-        )
-        .await?;
-        txn.commit().await?;
-        self.mail.wake();
-        let user = self.publish_user(&updated).await;
-        self.revoke_user_sessions(user.id, "password_change")
+        let user = self
+            .replace_password(user, hash, None, "password_change")
             .await?;
         metrics::counter!("auth_password_changes_total", "how" => "change").increment(1);
         tracing::info!(audit = "password_change", user_id = user.id, ip = ?client.ip);
@@ -454,16 +458,10 @@ impl Auth {
         active.email = Set(new_email.clone());
         active.email_verified = Set(true);
         active.updated_at = Set(now());
-        let updated = active.update(&txn).await.map_err(|e| {
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) {
-                AuthError::EmailTaken
-            } else {
-                e.into()
-            }
-        })?;
+        let updated = active
+            .update(&txn)
+            .await
+            .map_err(AuthError::email_taken_or)?;
         self.mail_notice(
             &txn,
             &updated,

@@ -51,4 +51,12 @@ impl AuthError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         AuthError::Invalid(msg.into())
     }
+
+    /// A write that hit the unique index of emails is a taken address.
+    pub fn email_taken_or(e: DbErr) -> Self {
+        match e.sql_err() {
+            Some(sea_orm::SqlErr::UniqueConstraintViolation(_)) => AuthError::EmailTaken,
+            _ => e.into(),
+        }
+    }
 }

@@ -68,16 +68,10 @@ impl Auth {
         };
         let txn = crate::db::begin_write(&self.db).await?;
         // Two racing registrations: the unique index decides, the loser gets 409.
-        let user = model.insert(&txn).await.map_err(|e| {
-            if matches!(
-                e.sql_err(),
-                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
-            ) {
-                AuthError::EmailTaken
-            } else {
-                e.into()
-            }
-        })?;
+        let user = model
+            .insert(&txn)
+            .await
+            .map_err(AuthError::email_taken_or)?;
         if !verified {
             self.mail_link(
                 &txn,
