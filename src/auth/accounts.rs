@@ -9,7 +9,9 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde_json::json;
 
 use super::password::{check_length, check_new_password};
-use super::{Auth, AuthError, ClientInfo, Email, IssuedTokens, Principal, User, sha256_hex};
+use super::{
+    Auth, AuthError, ClientInfo, Email, IssuedTokens, Methods, Principal, User, sha256_hex,
+};
 use crate::entity::{user_tokens, users};
 use crate::mail::{self, Kind, Outgoing};
 use crate::time::now;
@@ -369,7 +371,8 @@ impl Auth {
             .await?;
         metrics::counter!("auth_password_changes_total", "how" => "change").increment(1);
         tracing::info!(audit = "password_change", user_id = user.id, ip = ?client.ip);
-        self.start_session(user, client).await
+        // The caller proved the password again, and nothing more.
+        self.start_session(user, client, Methods::password()).await
     }
 
     /// Mails a new verification link to an active, unverified account.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sea_orm::EntityTrait;
 
-use super::{Auth, AuthError, Principal, User, sha256_hex};
+use super::{Auth, AuthError, Methods, Principal, User, sha256_hex};
 use crate::entity::{sessions, users};
 use crate::time::now;
 
@@ -149,6 +149,10 @@ impl Auth {
             .await?
             .filter(|u| u.is_active)
             .ok_or(AuthError::InvalidToken("User not found or inactive"))?;
-        Ok(Principal { user, session_id })
+        Ok(Principal {
+            user,
+            session_id,
+            methods: Methods::from_claim(claims.amr),
+        })
     }
 }

@@ -111,6 +111,57 @@ impl From<&users::Model> for User {
     }
 }
 
+/// How a session was established: RFC 8176 `amr` values (`pwd`, `otp`,
+/// and `mfa` when two factors were used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Methods(Vec<String>);
+
+impl Methods {
+    pub fn password() -> Self {
+        Methods(vec!["pwd".into()])
+    }
+
+    /// A password, then a one-time code (TOTP or recovery code).
+    pub fn password_and_otp() -> Self {
+        Methods(vec!["pwd".into(), "otp".into(), "mfa".into()])
+    }
+
+    /// As a session row stores it (comma separated); `None` is a password.
+    pub fn from_stored(value: Option<&str>) -> Self {
+        match value {
+            Some(v) if !v.is_empty() => Methods(v.split(',').map(str::to_string).collect()),
+            _ => Methods::password(),
+        }
+    }
+
+    pub fn from_claim(value: Option<Vec<String>>) -> Self {
+        value
+            .filter(|v| !v.is_empty())
+            .map_or_else(Methods::password, Methods)
+    }
+
+    pub fn stored(&self) -> String {
+        self.0.join(",")
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn is_multi_factor(&self) -> bool {
+        self.0.iter().any(|m| m == "mfa")
+    }
+
+    /// The assurance level (NIST SP 800-63B) as the `acr` claim says it.
+    pub fn acr(&self) -> &'static str {
+        if self.is_multi_factor() {
+            "aal2"
+        } else {
+            "aal1"
+        }
+    }
+}
+
 /// An authenticated caller: a valid, unrevoked token of an active user.
 #[derive(Debug, Clone)]
 pub struct Principal {
@@ -118,6 +169,8 @@ pub struct Principal {
     /// The session id, or for tokens the original issued (no `sid`) a
     /// pseudo-session derived from the token, so they can be revoked too.
     pub session_id: String,
+    /// How the session was established (the token's `amr`).
+    pub methods: Methods,
 }
 
 impl Principal {
@@ -179,6 +232,22 @@ impl AdminChange {
             meta_data,
         })
     }
+}
+
+/// What a correct password answers to a user with a second factor: a
+/// ticket to redeem with it.
+#[derive(Debug)]
+pub struct MfaChallenge {
+    pub ticket: String,
+    pub methods: Vec<&'static str>,
+    pub expires_in: u64,
+}
+
+/// What a login answers.
+#[derive(Debug)]
+pub enum LoginOutcome {
+    Tokens(IssuedTokens),
+    SecondFactor(MfaChallenge),
 }
 
 /// What registration answers.

@@ -38,6 +38,16 @@ pub enum AuthError {
     /// A mailed link's token that is unknown, spent, expired or superseded.
     #[error("Invalid or expired token")]
     InvalidLink,
+    /// A second-factor code that is wrong, or already used.
+    #[error("Invalid or already used code")]
+    WrongCode,
+    /// Something only a session established with a second factor may do.
+    #[error(
+        "This needs a session established with a second factor: log in again and complete POST /auth/mfa/verify"
+    )]
+    SecondFactorRequired,
+    #[error("{0}")]
+    Conflict(&'static str),
     /// The current password, asked again before a sensitive change.
     #[error("Current password is incorrect")]
     WrongPassword,

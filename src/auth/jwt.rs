@@ -10,7 +10,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretSlice};
 use serde::{Deserialize, Serialize};
 
-use super::AuthError;
+use super::{AuthError, Methods};
 use crate::config::{JwtAlgorithm, JwtSettings};
 
 const INVALID: AuthError = AuthError::InvalidToken("Invalid token");
@@ -32,6 +32,12 @@ pub struct Claims {
     pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// Authentication methods (RFC 8176); absent in tokens of a password alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
+    /// Assurance level: `aal1`, or `aal2` after a second factor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
 }
 
 impl Claims {
@@ -122,6 +128,7 @@ impl JwtKeys {
         email: &str,
         role: &str,
         session_id: &str,
+        methods: &Methods,
         extra: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<(String, Claims), AuthError> {
         let now = crate::time::now_utc().timestamp();
@@ -135,6 +142,8 @@ impl JwtKeys {
             sid: Some(session_id.to_string()),
             role: Some(role.to_string()),
             iss: Some(self.issuer.clone()),
+            amr: Some(methods.as_slice().to_vec()),
+            acr: Some(methods.acr().to_string()),
         };
         let mut header = Header::new(self.algorithm);
         header.kid = self.kid.clone();

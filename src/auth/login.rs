@@ -1,7 +1,9 @@
 //! Login and registration, each one call: throttle, verify, session, audit.
 
 use super::password::check_length;
-use super::{Auth, AuthError, ClientInfo, Email, IssuedTokens, NewAccount, Registered, Role, User};
+use super::{
+    Auth, AuthError, ClientInfo, Email, LoginOutcome, Methods, NewAccount, Registered, Role, User,
+};
 
 impl Auth {
     /// Registers a user, mails a verification link, and logs them in,
@@ -18,18 +20,20 @@ impl Auth {
             return Ok(Registered::VerificationPending(User::from(&user)));
         }
         Ok(Registered::LoggedIn(
-            self.start_session(User::from(&user), client).await?,
+            self.start_session(User::from(&user), client, Methods::password())
+                .await?,
         ))
     }
 
     /// Logs in with email and password. Unknown email, inactive user and
-    /// wrong password cost one bcrypt verify each and answer alike.
+    /// wrong password cost one bcrypt verify each and answer alike. A user
+    /// with a second factor gets a ticket to redeem with it, not tokens.
     pub async fn login(
         &self,
         email: &str,
         password: &str,
         client: &ClientInfo,
-    ) -> Result<IssuedTokens, AuthError> {
+    ) -> Result<LoginOutcome, AuthError> {
         let email = Email::parse(email)?;
         check_length(password)?;
         self.throttle
@@ -63,8 +67,18 @@ impl Auth {
             tracing::info!(audit = "login", result = "unverified", user_id = user.id, ip = ?client.ip);
             return Err(AuthError::EmailNotVerified);
         }
+        if self.has_second_factor(user.id).await? {
+            metrics::counter!("auth_logins_total", "result" => "second_factor").increment(1);
+            tracing::info!(audit = "login", result = "second_factor", user_id = user.id, ip = ?client.ip);
+            return Ok(LoginOutcome::SecondFactor(
+                self.issue_mfa_ticket(user.id).await?,
+            ));
+        }
         metrics::counter!("auth_logins_total", "result" => "success").increment(1);
         tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);
-        self.start_session(User::from(&user), client).await
+        Ok(LoginOutcome::Tokens(
+            self.start_session(User::from(&user), client, Methods::password())
+                .await?,
+        ))
     }
 }

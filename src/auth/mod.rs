@@ -14,6 +14,7 @@ pub mod domain;
 mod error;
 pub mod jwt;
 mod login;
+pub mod mfa;
 pub mod password;
 mod sessions;
 mod throttle;
@@ -28,10 +29,11 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 
 pub use domain::{
-    AdminChange, ClientInfo, Email, IssuedTokens, NewAccount, Principal, Registered, Role, User,
-    UserFilter,
+    AdminChange, ClientInfo, Email, IssuedTokens, LoginOutcome, Methods, MfaChallenge, NewAccount,
+    Principal, Registered, Role, User, UserFilter,
 };
 pub use error::AuthError;
+pub use mfa::{MfaStatus, RECOVERY_CODES, SecondFactor, TotpEnrolment};
 
 use crate::cache::SharedCache;
 use crate::config::AuthSettings;
@@ -45,6 +47,9 @@ pub struct Auth {
     pub hasher: password::PasswordHasher,
     pub jwt: jwt::JwtKeys,
     throttle: throttle::Throttle,
+    /// Wrong second-factor codes: a counter of their own, which a correct
+    /// password does not reset.
+    mfa_throttle: throttle::Throttle,
     /// Password-reset and verification requests, per email and client IP.
     mail_throttle: throttle::Throttle,
     mail: Arc<Mailer>,
@@ -80,6 +85,11 @@ impl Auth {
                 cache.clone(),
                 settings.throttle.clone(),
                 "login-fail",
+            ),
+            mfa_throttle: throttle::Throttle::new(
+                cache.clone(),
+                settings.throttle.clone(),
+                "mfa-fail",
             ),
             mail_throttle: throttle::Throttle::new(
                 cache.clone(),

@@ -14,7 +14,7 @@ use sea_orm::{
 use sha2::Sha256;
 
 use super::authenticate::session_key;
-use super::{Auth, AuthError, ClientInfo, IssuedTokens, Principal, User, sha256_hex};
+use super::{Auth, AuthError, ClientInfo, IssuedTokens, Methods, Principal, User, sha256_hex};
 use crate::entity::{refresh_tokens, sessions};
 use crate::time::now;
 
@@ -40,6 +40,7 @@ impl Auth {
         &self,
         user: User,
         sid: &str,
+        methods: &Methods,
         refresh_token: String,
     ) -> Result<IssuedTokens, AuthError> {
         let extra = self
@@ -48,9 +49,14 @@ impl Auth {
             .iter()
             .filter_map(|k| Some((k.clone(), user.meta_data.get(k)?.clone())))
             .collect();
-        let (access_token, _) =
-            self.jwt
-                .issue(user.id, &user.email, user.role.as_str(), sid, &extra)?;
+        let (access_token, _) = self.jwt.issue(
+            user.id,
+            &user.email,
+            user.role.as_str(),
+            sid,
+            methods,
+            &extra,
+        )?;
         Ok(IssuedTokens {
             access_token,
             expires_in: self.jwt.ttl().as_secs(),
@@ -64,6 +70,7 @@ impl Auth {
         &self,
         user: User,
         client: &ClientInfo,
+        methods: Methods,
     ) -> Result<IssuedTokens, AuthError> {
         let sid = uuid::Uuid::new_v4().to_string();
         let refresh = new_refresh_token();
@@ -79,6 +86,7 @@ impl Auth {
             revoked_reason: Set(None),
             ip_address: Set(client.ip.map(|ip| ip.to_string())),
             user_agent: Set(client.user_agent.clone()),
+            amr: Set((methods != Methods::password()).then(|| methods.stored())),
         }
         .insert(&txn)
         .await?;
@@ -93,7 +101,7 @@ impl Auth {
         .insert(&txn)
         .await?;
         txn.commit().await?;
-        self.issue(user, &sid, refresh)
+        self.issue(user, &sid, &methods, refresh)
     }
 
     /// Rotates a refresh token. A token used twice outside the grace window
@@ -167,7 +175,8 @@ impl Auth {
         .exec_without_returning(&self.db)
         .await?;
         metrics::counter!("auth_refresh_total", "result" => result).increment(1);
-        self.issue(user, &session.id, child)
+        let methods = Methods::from_stored(session.amr.as_deref());
+        self.issue(user, &session.id, &methods, child)
     }
 
     /// How long a revocation marker must live: past every access token of the session.
@@ -196,6 +205,7 @@ impl Auth {
                 revoked_reason: Set(Some(reason.to_string())),
                 ip_address: Set(None),
                 user_agent: Set(None),
+                amr: Set(None),
             })
             .on_conflict(
                 OnConflict::column(sessions::Column::Id)

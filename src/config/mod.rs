@@ -3,6 +3,7 @@
 //! The sources are read flat (every key is also its variable's name in
 //! capitals), then parsed once into typed sections (`sections.rs`).
 
+mod accounts;
 mod parse;
 mod sections;
 
@@ -15,6 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use accounts::{custom_claims, mail_settings};
 use parse::*;
 pub use parse::{parse_duration, parse_instant, split_list};
 pub use sections::*;
@@ -95,6 +97,9 @@ struct Raw {
     mail_ip_max: u32,
     mail_throttle_window: u64,
     jwt_custom_claims: String,
+    mfa_issuer: String,
+    mfa_ticket_ttl: u64,
+    admin_require_mfa: bool,
     smtp_url: SecretString,
     mail_from: String,
     public_base_url: String,
@@ -316,7 +321,22 @@ impl Settings {
                 },
             },
             custom_claims: custom_claims(&r.jwt_custom_claims)?,
+            mfa: MfaSettings {
+                issuer: r.mfa_issuer.clone(),
+                ticket_ttl: Duration::from_secs(r.mfa_ticket_ttl),
+                admin_require: r.admin_require_mfa,
+            },
         };
+        ensure(
+            (30..=3600).contains(&r.mfa_ticket_ttl),
+            "mfa_ticket_ttl",
+            "must be between 30 and 3600 seconds",
+        )?;
+        ensure(
+            !r.mfa_issuer.trim().is_empty() && !r.mfa_issuer.contains(':'),
+            "mfa_issuer",
+            "must be a non-empty name without ':'",
+        )?;
         ensure(
             r.mail_max_per_email > 0 && r.mail_ip_max >= r.mail_max_per_email,
             "mail_ip_max",
@@ -484,102 +504,6 @@ impl Settings {
             mail,
         })
     }
-}
-
-/// The mail section: transport, sender, links and templates.
-fn mail_settings(r: &Raw, environment: RunEnvironment) -> Result<MailSettings, ConfigError> {
-    let smtp_url = Some(r.smtp_url.expose_secret().trim())
-        .filter(|u| !u.is_empty())
-        .map(|u| {
-            let scheme = u.split_once("://").map(|(s, _)| s);
-            if matches!(scheme, Some("smtp" | "smtps")) {
-                Ok(SecretString::from(u.to_string()))
-            } else {
-                Err(bad(
-                    "smtp_url",
-                    "must be smtp://host[:port][?tls=required|opportunistic] or smtps://host[:port]",
-                ))
-            }
-        })
-        .transpose()?;
-    let from = r.mail_from.trim().to_string();
-    ensure(
-        from.parse::<lettre::message::Mailbox>().is_ok(),
-        "mail_from",
-        "must be an address, optionally with a name: Name <user@example.com>",
-    )?;
-    let base = r.public_base_url.trim().trim_end_matches('/').to_string();
-    ensure(
-        url::Url::parse(&base).is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
-        "public_base_url",
-        "must be an http(s) URL",
-    )?;
-    let link = |key: &str, value: &str, path: &str| -> Result<String, ConfigError> {
-        let template = match value.trim() {
-            "" => format!("{base}{path}?token={{token}}"),
-            t => t.to_string(),
-        };
-        ensure(
-            template.contains("{token}"),
-            key,
-            "must contain {token} where the link's token goes",
-        )?;
-        Ok(template)
-    };
-    ensure(
-        r.mail_retry_base > 0 && r.mail_retry_max >= r.mail_retry_base,
-        "mail_retry_max",
-        "MAIL_RETRY_BASE must be at least 1 second and MAIL_RETRY_MAX at least as long",
-    )?;
-    let delivery = match (&smtp_url, environment) {
-        (Some(_), _) => MailDelivery::Smtp,
-        // Links in a production log would hand accounts to whoever reads it.
-        (None, RunEnvironment::Production) => MailDelivery::Discard,
-        (None, _) => MailDelivery::Log,
-    };
-    Ok(MailSettings {
-        smtp_url,
-        delivery,
-        from,
-        links: MailLinks {
-            verify: link("mail_verify_url", &r.mail_verify_url, "/verify-email")?,
-            reset: link("mail_reset_url", &r.mail_reset_url, "/reset-password")?,
-            email_change: link(
-                "mail_email_change_url",
-                &r.mail_email_change_url,
-                "/confirm-email-change",
-            )?,
-        },
-        template_dir: Some(r.mail_template_dir.trim())
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from),
-        retry_base: Duration::from_secs(r.mail_retry_base),
-        retry_max: Duration::from_secs(r.mail_retry_max),
-    })
-}
-
-/// Claims every token carries that a `meta_data` key must not replace.
-const RESERVED_CLAIMS: &[&str] = &[
-    "sub", "email", "iat", "exp", "nbf", "type", "jti", "sid", "role", "iss", "aud", "amr", "acr",
-];
-
-fn custom_claims(raw: &str) -> Result<Vec<String>, ConfigError> {
-    let claims = split_list(raw);
-    for c in &claims {
-        ensure(
-            !RESERVED_CLAIMS.contains(&c.as_str()),
-            "jwt_custom_claims",
-            &format!("'{c}' is a claim the server sets itself"),
-        )?;
-        ensure(
-            c.len() <= 64
-                && c.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || "_-.:".contains(ch)),
-            "jwt_custom_claims",
-            &format!("'{c}' must be at most 64 letters, digits or _-.:"),
-        )?;
-    }
-    Ok(claims)
 }
 
 fn embedded(name: &str) -> &'static str {

@@ -121,6 +121,17 @@ pub struct AuthSettings {
     pub accounts: AccountSettings,
     /// `meta_data` keys copied into access tokens.
     pub custom_claims: Vec<String>,
+    pub mfa: MfaSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct MfaSettings {
+    /// The issuer authenticator apps show beside the account.
+    pub issuer: String,
+    /// How long a password's MFA ticket may be redeemed.
+    pub ticket_ttl: Duration,
+    /// Admin endpoints refuse sessions established without a second factor.
+    pub admin_require: bool,
 }
 
 /// Password reset, email verification and email change.

@@ -12,6 +12,8 @@ pub struct Model {
     pub revoked_reason: Option<String>,
     pub ip_address: Option<String>,
     pub user_agent: Option<String>,
+    /// Authentication methods (RFC 8176), comma separated; `None`: a password.
+    pub amr: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -90,8 +90,12 @@ impl From<AuthError> for ApiError {
             AuthError::PasswordTooShort(_)
             | AuthError::PasswordGuessable
             | AuthError::InvalidLink
+            | AuthError::WrongCode
             | AuthError::WrongPassword => ApiError::BadRequest(detail),
-            AuthError::EmailNotVerified => ApiError::Forbidden(detail),
+            AuthError::EmailNotVerified | AuthError::SecondFactorRequired => {
+                ApiError::Forbidden(detail)
+            }
+            AuthError::Conflict(_) => ApiError::Conflict(detail),
             AuthError::EmailTaken => ApiError::Conflict(detail),
             AuthError::InvalidCredentials => ApiError::Unauthorized(detail),
             AuthError::InvalidToken(_) => ApiError::InvalidToken(detail),

@@ -14,4 +14,5 @@ mod callers;
 mod cli;
 mod foundation;
 mod hardening;
+mod mfa;
 mod usage;

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{IssuedTokens, User};
+use crate::auth::{IssuedTokens, MfaChallenge, User};
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RegisterRequest {
@@ -213,4 +213,91 @@ impl From<IssuedTokens> for TokenResponse {
             user: UserResponse::from(&t.user),
         }
     }
+}
+
+/// What a correct password answers for a user with a second factor: no
+/// tokens yet; redeem the ticket at `POST /auth/mfa/verify`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaRequiredResponse {
+    /// Always true.
+    pub mfa_required: bool,
+    /// Single use; redeem it within `expires_in` seconds.
+    pub mfa_ticket: String,
+    /// `totp`, `recovery_code`.
+    pub methods: Vec<&'static str>,
+    pub expires_in: u64,
+}
+
+impl From<MfaChallenge> for MfaRequiredResponse {
+    fn from(c: MfaChallenge) -> Self {
+        MfaRequiredResponse {
+            mfa_required: true,
+            mfa_ticket: c.ticket,
+            methods: c.methods,
+            expires_in: c.expires_in,
+        }
+    }
+}
+
+/// Tokens, or for a user with a second factor, a ticket to redeem with it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    SecondFactor(MfaRequiredResponse),
+}
+
+/// The token endpoint's answer to a password of a user with a second factor
+/// (403, as Auth0's `mfa_required`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthMfaRequired {
+    #[schema(example = "mfa_required")]
+    pub error: &'static str,
+    pub error_description: String,
+    pub detail: String,
+    pub mfa_ticket: String,
+    pub methods: Vec<&'static str>,
+    pub expires_in: u64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MfaVerifyRequest {
+    pub mfa_ticket: String,
+    /// A code from the authenticator app; or else:
+    #[schema(example = "123456")]
+    pub totp_code: Option<String>,
+    /// One of the recovery codes (each works once).
+    pub recovery_code: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct TotpCodeRequest {
+    #[schema(example = "123456")]
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpEnrollResponse {
+    /// Base32, for typing into an authenticator app.
+    pub secret: String,
+    /// `otpauth://totp/…`, for apps that take a link.
+    pub otpauth_uri: String,
+    /// The URI as an SVG QR code.
+    pub qr_svg: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodesResponse {
+    /// Shown once; each works once in place of a TOTP code.
+    pub recovery_codes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MfaStatusResponse {
+    pub totp: bool,
+    pub recovery_codes_left: u64,
+    /// How the current session was established (RFC 8176 `amr`).
+    pub session_methods: Vec<String>,
+    /// `aal1`, or `aal2` after a second factor.
+    pub session_acr: &'static str,
 }

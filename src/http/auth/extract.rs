@@ -46,7 +46,8 @@ impl FromRequest for AuthenticatedUser {
     }
 }
 
-/// An authenticated caller whose current role is `admin`.
+/// An authenticated caller whose current role is `admin`, in a session
+/// established with a second factor where `ADMIN_REQUIRE_MFA` says so.
 pub struct Admin(pub Principal);
 
 impl FromRequest for Admin {
@@ -55,10 +56,16 @@ impl FromRequest for Admin {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let user = AuthenticatedUser::from_request(req, payload);
+        let require_mfa = state_of(req).settings.auth.mfa.admin_require;
         Box::pin(async move {
             let AuthenticatedUser(p) = user.await?;
             if !p.is_admin() {
                 return Err(ApiError::Forbidden("Admin privileges required".into()));
+            }
+            if require_mfa && !p.methods.is_multi_factor() {
+                return Err(ApiError::Forbidden(
+                    "Admin endpoints need a session established with a second factor: enrol TOTP at POST /auth/mfa/totp, then log in again with it".into(),
+                ));
             }
             Ok(Admin(p))
         })

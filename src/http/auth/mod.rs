@@ -4,5 +4,6 @@
 pub mod accounts;
 pub mod dto;
 pub mod extract;
+pub mod mfa;
 pub mod oauth;
 pub mod routes;

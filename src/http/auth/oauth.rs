@@ -8,8 +8,8 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::dto::{TokenForm, TokenResponse};
-use crate::auth::AuthError;
+use super::dto::{OAuthMfaRequired, TokenForm, TokenResponse};
+use crate::auth::{AuthError, LoginOutcome};
 use crate::http::callers::API_KEY_HEADER;
 use crate::http::error::OAuthErrorBody;
 use crate::http::net::client_info;
@@ -130,6 +130,7 @@ async fn client(
         (status = 200, description = "Tokens issued", body = TokenResponse),
         (status = 400, description = "invalid_request, invalid_grant, unauthorized_client or unsupported_grant_type", body = OAuthErrorBody),
         (status = 401, description = "invalid_client; see WWW-Authenticate", body = OAuthErrorBody),
+        (status = 403, description = "mfa_required: the user has a second factor; redeem mfa_ticket at POST /auth/mfa/verify", body = OAuthMfaRequired),
         (status = 429, description = "Too many failed attempts or the client's rate; see Retry-After", body = OAuthErrorBody),
     )
 )]
@@ -150,11 +151,29 @@ pub async fn token(
                 ));
             };
             let client = client_info(&state.settings.http, &req);
-            state
+            match state
                 .auth
                 .login(username, password, &client)
                 .await
                 .map_err(grant_error)?
+            {
+                LoginOutcome::Tokens(tokens) => tokens,
+                LoginOutcome::SecondFactor(c) => {
+                    let description =
+                        "A second factor is needed: redeem mfa_ticket at POST /auth/mfa/verify"
+                            .to_string();
+                    return Ok(HttpResponse::Forbidden()
+                        .insert_header((CACHE_CONTROL, "no-store"))
+                        .json(OAuthMfaRequired {
+                            error: "mfa_required",
+                            detail: description.clone(),
+                            error_description: description,
+                            mfa_ticket: c.ticket,
+                            methods: c.methods,
+                            expires_in: c.expires_in,
+                        }));
+                }
+            }
         }
         "refresh_token" => {
             let Some(token) = &form.refresh_token else {

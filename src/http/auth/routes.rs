@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
-use crate::auth::{AdminChange, NewAccount, Registered, UserFilter};
+use crate::auth::{AdminChange, LoginOutcome, NewAccount, Registered, UserFilter};
 use crate::http::net::client_info;
 use crate::http::{ApiError, AppState, ErrorBody};
 
@@ -45,12 +45,14 @@ pub async fn register(
     })
 }
 
-/// Log in with email and password.
+/// Log in with email and password. A user with a second factor gets an MFA
+/// ticket (`mfa_required: true`) instead of tokens; redeem it at
+/// `POST /auth/mfa/verify`.
 #[utoipa::path(
     post, path = "/auth/login", tag = "auth",
     request_body = LoginRequest,
     responses(
-        (status = 200, description = "Logged in", body = TokenResponse),
+        (status = 200, description = "Logged in, or a second factor is needed", body = LoginResponse),
         (status = 401, description = "Invalid credentials", body = ErrorBody,
             examples(("bad_credentials" = (value = json!({"detail": "Invalid credentials"}))))),
         (status = 403, description = "Address not verified (REQUIRE_EMAIL_VERIFICATION)", body = ErrorBody),
@@ -64,11 +66,17 @@ pub async fn login(
     body: crate::http::body::Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let client = client_info(&state.settings.http, &req);
-    let tokens = state
+    let answer = match state
         .auth
         .login(&body.email, &body.password, &client)
-        .await?;
-    Ok(HttpResponse::Ok().json(TokenResponse::from(tokens)))
+        .await?
+    {
+        LoginOutcome::Tokens(tokens) => LoginResponse::Tokens(TokenResponse::from(tokens)),
+        LoginOutcome::SecondFactor(challenge) => {
+            LoginResponse::SecondFactor(MfaRequiredResponse::from(challenge))
+        }
+    };
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// Rotate a refresh token: answers new tokens; the old refresh token is spent.
@@ -131,6 +139,8 @@ pub async fn logout(
                 ("X-User-Id" = String, description = "User id"),
                 ("X-User-Email" = String, description = "User email"),
                 ("X-User-Role" = String, description = "user or admin"),
+                ("X-User-Acr" = String, description = "aal1, or aal2 for a session established with a second factor"),
+                ("X-User-Amr" = String, description = "How the session was established (RFC 8176), comma separated: pwd, otp, mfa"),
             )),
         (status = 401, description = "Missing, invalid, expired or revoked token", body = ErrorBody),
     )
@@ -140,7 +150,9 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
     let mut resp = HttpResponse::Ok();
     resp.insert_header((CACHE_CONTROL, "no-store"))
         .insert_header(("X-User-Id", u.id.to_string()))
-        .insert_header(("X-User-Role", u.role.as_str()));
+        .insert_header(("X-User-Role", u.role.as_str()))
+        .insert_header(("X-User-Acr", user.0.methods.acr()))
+        .insert_header(("X-User-Amr", user.0.methods.stored()));
     if let Ok(email) = HeaderValue::from_str(&u.email) {
         resp.insert_header(("X-User-Email", email));
     }
@@ -317,6 +329,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::put().to(put_profile)),
         )
         .configure(super::accounts::routes)
+        .configure(super::mfa::routes)
         .service(web::resource("/auth/users").route(web::get().to(list_users)))
         .service(
             web::resource("/auth/users/{id}")
