@@ -8,6 +8,10 @@ a. Forgotten password: unknown and known addresses get the same answer,
 b. SMTP stopped during a reset request: 202 at once; the server is killed
    (SIGKILL) and started again; when SMTP returns the mail arrives, exactly
    once, and its link works.
+c. Second factor, with codes from an independent TOTP implementation
+   (pyotp): in production a password-only admin session is refused at admin
+   endpoints; TOTP enrolment, the two-step login, a replayed code refused,
+   recovery codes single-use, and the admin allowed after the second factor.
 """
 
 import json
@@ -23,6 +27,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+
+import pyotp
 
 BIN = os.environ.get("PLATFORM_BIN", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "debug", "platform-server"))
 KEY = "accounts-key"
@@ -109,7 +115,8 @@ def start_server(env_extra):
            "PASSWORD_HASH_ROUNDS": "10", "SMTP_URL": f"smtp://127.0.0.1:{SMTP_PORT}",
            "MAIL_RETRY_BASE": "1", "MAIL_RETRY_MAX": "1",
            # The timing check sends many requests from one client.
-           "MAIL_MAX_PER_EMAIL": "1000", "MAIL_IP_MAX": "100000"}
+           "MAIL_MAX_PER_EMAIL": "1000", "MAIL_IP_MAX": "100000",
+           "ADMIN_EMAIL": ADMIN, "ADMIN_PASSWORD": ADMIN_PASSWORD}
     env.update(env_extra)
     log = open(os.path.join(WORK, "server.log"), "a")
     proc = subprocess.Popen([BIN, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -157,12 +164,60 @@ def outage(label, env_extra, smtp):
     return email
 
 
+ADMIN = f"admin-{RUN}@example.com"
+ADMIN_PASSWORD = "a long admin passphrase"
+
+
+def login(email, password):
+    return call("POST", "/auth/login", {"email": email, "password": password})
+
+
+def second_factor(label):
+    code, body = login(ADMIN, ADMIN_PASSWORD)
+    check(code == 200 and "access_token" in body, f"{label}: admin logs in with a password ({code})")
+    weak = body.get("access_token")
+    code, body = call("GET", "/auth/users", token=weak)
+    check(code == 403 and "second factor" in body.get("detail", ""),
+          f"{label}: production refuses admin endpoints to a password-only session ({code})")
+    code, enrol = call("POST", "/auth/mfa/totp", token=weak)
+    check(code == 200, f"{label}: TOTP enrolment ({code})")
+    totp = pyotp.parse_uri(enrol["otpauth_uri"])
+    check(totp.secret == enrol["secret"] and totp.issuer == "platform-server",
+          f"{label}: the otpauth URI parses with pyotp")
+    step = int(time.time()) // 30
+    previous = totp.at((step - 1) * 30)
+    code, body = call("POST", "/auth/mfa/totp/activate", {"code": previous}, token=weak)
+    check(code == 200 and len(body.get("recovery_codes", [])) == 10,
+          f"{label}: activated with pyotp's code; ten recovery codes ({code})")
+    recovery = body.get("recovery_codes", [])
+    code, body = login(ADMIN, ADMIN_PASSWORD)
+    check(code == 200 and body.get("mfa_required") is True and "access_token" not in body,
+          f"{label}: the password now answers an MFA ticket")
+    now_code = totp.at(step * 30)
+    code, tokens = call("POST", "/auth/mfa/verify", {"mfa_ticket": body.get("mfa_ticket"), "totp_code": now_code})
+    check(code == 200 and "access_token" in tokens, f"{label}: the ticket redeemed with pyotp's code ({code})")
+    code, again = login(ADMIN, ADMIN_PASSWORD)
+    code, _ = call("POST", "/auth/mfa/verify", {"mfa_ticket": again.get("mfa_ticket"), "totp_code": now_code})
+    check(code == 400, f"{label}: the same code replayed is refused ({code})")
+    code, _ = call("POST", "/auth/mfa/verify", {"mfa_ticket": again.get("mfa_ticket"), "recovery_code": recovery[0]})
+    check(code == 200, f"{label}: a recovery code works ({code})")
+    code, third = login(ADMIN, ADMIN_PASSWORD)
+    code, _ = call("POST", "/auth/mfa/verify", {"mfa_ticket": third.get("mfa_ticket"), "recovery_code": recovery[0]})
+    check(code == 400, f"{label}: once ({code})")
+    strong = tokens.get("access_token")
+    code, users = call("GET", "/auth/users", token=strong)
+    check(code == 200, f"{label}: the admin is allowed after the second factor ({code})")
+    code, _ = call("GET", "/auth/users", token=weak)
+    check(code == 403, f"{label}: the password-only session still is not ({code})")
+
+
 def run(label, env_extra):
     print(f"{label}:", flush=True)
     smtp = Smtp()
     smtp.start()
     server = start_server(env_extra)
     try:
+        second_factor(label)
         timing(label)
         email = outage(label, env_extra, smtp)
         server.send_signal(signal.SIGKILL)

@@ -29,11 +29,12 @@ install_services() {
   fi
   # Debian's postgresql package starts a cluster of its own; ours is separate.
   id postgres >/dev/null 2>&1 || as_root useradd --system --home "$SERVICES_DIR" postgres
-  # The mail tests read from a real SMTP server: Python's aiosmtpd.
-  if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
-    echo "==> installing aiosmtpd"
-    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd >/dev/null 2>&1 ||
-      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd
+  # The mail tests read from a real SMTP server (Python's aiosmtpd); the
+  # black-box account checks compute TOTP codes with pyotp.
+  if ! python3 -c 'import aiosmtpd, pyotp' >/dev/null 2>&1; then
+    echo "==> installing aiosmtpd, pyotp"
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd pyotp >/dev/null 2>&1 ||
+      python3 -m pip install --quiet --disable-pip-version-check --break-system-packages aiosmtpd pyotp
   fi
 }
 
