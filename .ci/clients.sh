@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Real third-party clients with their defaults: authlib (OAuth2) and Swagger
-# UI in headless Chromium. Installs what they need (Debian's chromium and
+# Real third-party clients with their defaults: authlib (OAuth2), Swagger
+# UI in headless Chromium, and passkeys through Chromium's WebAuthn API with
+# its virtual authenticator. Installs what they need (Debian's chromium and
 # chromium-driver, selenium and authlib from PyPI) and keeps the screenshot
 # as target/swagger-authorize.png.
 set -euo pipefail
@@ -12,3 +13,5 @@ fi
 python3 -m pip install --quiet --disable-pip-version-check selenium authlib requests >/dev/null 2>&1
 [ -x target/debug/platform-server ] || cargo build --quiet
 python3 .ci/clients.py target/debug/platform-server
+# Passkeys: Chromium's virtual WebAuthn authenticator, the browser's API.
+python3 .ci/passkeys.py target/debug/platform-server

@@ -1,6 +1,7 @@
-//! Second factors: TOTP (and later passkeys) per user, single-use recovery
-//! codes stored as digests, MFA tickets of two-step logins, and the
-//! authentication methods (`amr`) a session was established with.
+//! Second factors: TOTP and passkeys per user, single-use recovery codes
+//! stored as digests, MFA tickets of two-step logins, WebAuthn ceremonies in
+//! flight, and the authentication methods (`amr`) a session was established
+//! with.
 
 use sea_orm_migration::prelude::*;
 
@@ -15,6 +16,9 @@ enum PlatformUserFactors {
     Kind,
     Name,
     Secret,
+    Credential,
+    CredentialId,
+    UserHandle,
     LastUsedStep,
     ConfirmedAt,
     CreatedAt,
@@ -43,6 +47,17 @@ enum PlatformMfaTickets {
 }
 
 #[derive(DeriveIden)]
+enum PlatformWebauthnCeremonies {
+    Table,
+    Id,
+    UserId,
+    Kind,
+    State,
+    CreatedAt,
+    ExpiresAt,
+}
+
+#[derive(DeriveIden)]
 enum PlatformAuthSessions {
     Table,
     Amr,
@@ -68,6 +83,9 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(F::Kind).string_len(16).not_null())
                     .col(ColumnDef::new(F::Name).string_len(100).null())
                     .col(ColumnDef::new(F::Secret).string_len(128).null())
+                    .col(ColumnDef::new(F::Credential).text().null())
+                    .col(ColumnDef::new(F::CredentialId).string_len(1024).null())
+                    .col(ColumnDef::new(F::UserHandle).string_len(36).null())
                     .col(
                         ColumnDef::new(F::LastUsedStep)
                             .big_integer()
@@ -87,6 +105,36 @@ impl MigrationTrait for Migration {
                     .table(F::Table)
                     .col(F::UserId)
                     .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_user_factors_credential")
+                    .table(F::Table)
+                    .col(F::CredentialId)
+                    .if_not_exists()
+                    .to_owned(),
+            )
+            .await?;
+        use PlatformWebauthnCeremonies as W;
+        manager
+            .create_table(
+                Table::create()
+                    .table(W::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(W::Id)
+                            .string_len(36)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(W::UserId).integer().null())
+                    .col(ColumnDef::new(W::Kind).string_len(32).not_null())
+                    .col(ColumnDef::new(W::State).text().not_null())
+                    .col(ColumnDef::new(W::CreatedAt).timestamp().not_null())
+                    .col(ColumnDef::new(W::ExpiresAt).timestamp().not_null())
                     .to_owned(),
             )
             .await?;
@@ -166,6 +214,7 @@ impl MigrationTrait for Migration {
             )
             .await?;
         for table in [
+            PlatformWebauthnCeremonies::Table.into_iden(),
             PlatformMfaTickets::Table.into_iden(),
             PlatformRecoveryCodes::Table.into_iden(),
             PlatformUserFactors::Table.into_iden(),

@@ -112,7 +112,7 @@ impl From<&users::Model> for User {
 }
 
 /// How a session was established: RFC 8176 `amr` values (`pwd`, `otp`,
-/// and `mfa` when two factors were used).
+/// `hwk`, and `mfa` when two factors were used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Methods(Vec<String>);
 
@@ -124,6 +124,16 @@ impl Methods {
     /// A password, then a one-time code (TOTP or recovery code).
     pub fn password_and_otp() -> Self {
         Methods(vec!["pwd".into(), "otp".into(), "mfa".into()])
+    }
+
+    /// A password, then a passkey.
+    pub fn password_and_passkey() -> Self {
+        Methods(vec!["pwd".into(), "hwk".into(), "mfa".into()])
+    }
+
+    /// A passkey alone: possession of the key and user verification on it.
+    pub fn passkey() -> Self {
+        Methods(vec!["hwk".into(), "mfa".into()])
     }
 
     /// As a session row stores it (comma separated); `None` is a password.

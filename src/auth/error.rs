@@ -48,6 +48,11 @@ pub enum AuthError {
     SecondFactorRequired,
     #[error("{0}")]
     Conflict(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A WebAuthn response that does not verify.
+    #[error("Passkey verification failed")]
+    PasskeyRejected,
     /// The current password, asked again before a sensitive change.
     #[error("Current password is incorrect")]
     WrongPassword,

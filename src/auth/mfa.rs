@@ -24,6 +24,7 @@ const DIGITS: usize = 6;
 pub const RECOVERY_CODES: usize = 10;
 /// Wrong codes one ticket survives.
 const TICKET_FAILURES: i32 = 5;
+const INVALID_TICKET: AuthError = AuthError::InvalidToken("Invalid or expired MFA ticket");
 
 /// What enrolment hands the user's authenticator app.
 pub struct TotpEnrolment {
@@ -38,10 +39,16 @@ pub struct TotpEnrolment {
 pub enum SecondFactor<'a> {
     Totp(&'a str),
     RecoveryCode(&'a str),
+    /// An assertion answering `passkey_second_factor_start`'s ceremony.
+    Passkey {
+        ceremony: &'a str,
+        credential: &'a webauthn_rs::prelude::PublicKeyCredential,
+    },
 }
 
 pub struct MfaStatus {
     pub totp: bool,
+    pub passkeys: usize,
     pub recovery_codes_left: u64,
 }
 
@@ -135,6 +142,9 @@ impl Auth {
             kind: Set(TOTP.into()),
             name: Set(Some("Authenticator app".into())),
             secret: Set(Some(secret.clone())),
+            credential: Set(None),
+            credential_id: Set(None),
+            user_handle: Set(None),
             last_used_step: Set(0),
             confirmed_at: Set(None),
             created_at: Set(now()),
@@ -198,8 +208,20 @@ impl Auth {
         Ok(spent)
     }
 
+    pub(super) async fn has_recovery_codes<C: ConnectionTrait>(
+        conn: &C,
+        user_id: i32,
+    ) -> Result<bool, AuthError> {
+        Ok(recovery_codes::Entity::find()
+            .filter(recovery_codes::Column::UserId.eq(user_id))
+            .filter(recovery_codes::Column::UsedAt.is_null())
+            .count(conn)
+            .await?
+            > 0)
+    }
+
     /// Replaces the user's recovery codes with ten new ones on `conn`.
-    async fn replace_recovery_codes<C: ConnectionTrait>(
+    pub(super) async fn replace_recovery_codes<C: ConnectionTrait>(
         conn: &C,
         user_id: i32,
     ) -> Result<Vec<String>, AuthError> {
@@ -261,11 +283,11 @@ impl Auth {
 
     pub async fn mfa_status(&self, principal: &Principal) -> Result<MfaStatus, AuthError> {
         let user_id = principal.user.id;
-        let totp = self
-            .factors(user_id)
-            .await?
+        let factors = self.factors(user_id).await?;
+        let totp = factors
             .iter()
             .any(|f| f.kind == TOTP && f.confirmed_at.is_some());
+        let passkeys = factors.iter().filter(|f| f.kind != TOTP).count();
         let left = recovery_codes::Entity::find()
             .filter(recovery_codes::Column::UserId.eq(user_id))
             .filter(recovery_codes::Column::UsedAt.is_null())
@@ -273,7 +295,8 @@ impl Auth {
             .await?;
         Ok(MfaStatus {
             totp,
-            recovery_codes_left: if totp { left } else { 0 },
+            passkeys,
+            recovery_codes_left: if totp || passkeys > 0 { left } else { 0 },
         })
     }
 
@@ -304,27 +327,36 @@ impl Auth {
         Ok(codes)
     }
 
-    async fn remove_factors(&self, user_id: i32) -> Result<u64, AuthError> {
+    /// Removes a user's factors (`only` one kind, or all); the recovery
+    /// codes go with the last factor.
+    async fn remove_factors(&self, user_id: i32, only: Option<&str>) -> Result<u64, AuthError> {
         let txn = crate::db::begin_write(&self.db).await?;
-        let removed = user_factors::Entity::delete_many()
+        let mut delete =
+            user_factors::Entity::delete_many().filter(user_factors::Column::UserId.eq(user_id));
+        if let Some(kind) = only {
+            delete = delete.filter(user_factors::Column::Kind.eq(kind));
+        }
+        let removed = delete.exec(&txn).await?.rows_affected;
+        let left = user_factors::Entity::find()
             .filter(user_factors::Column::UserId.eq(user_id))
-            .exec(&txn)
-            .await?
-            .rows_affected;
-        recovery_codes::Entity::delete_many()
-            .filter(recovery_codes::Column::UserId.eq(user_id))
-            .exec(&txn)
+            .count(&txn)
             .await?;
+        if left == 0 {
+            recovery_codes::Entity::delete_many()
+                .filter(recovery_codes::Column::UserId.eq(user_id))
+                .exec(&txn)
+                .await?;
+        }
         txn.commit().await?;
         Ok(removed)
     }
 
-    /// Removes the caller's own second factor; only from a session
-    /// established with one.
+    /// Removes the caller's own TOTP; only from a session established with
+    /// a second factor.
     pub async fn remove_own_factors(&self, principal: &Principal) -> Result<(), AuthError> {
         Self::require_second_factor(principal)?;
         let user_id = principal.user.id;
-        self.remove_factors(user_id).await?;
+        self.remove_factors(user_id, Some(TOTP)).await?;
         metrics::counter!("auth_mfa_changes_total", "change" => "removed_by_user").increment(1);
         tracing::info!(audit = "mfa_removed", user_id, by = "self");
         Ok(())
@@ -340,7 +372,7 @@ impl Auth {
             .one(&self.db)
             .await?
             .ok_or(AuthError::UserNotFound)?;
-        let removed = self.remove_factors(user_id).await?;
+        let removed = self.remove_factors(user_id, None).await?;
         metrics::counter!("auth_mfa_changes_total", "change" => "removed_by_admin").increment(1);
         tracing::warn!(
             audit = "mfa_removed",
@@ -373,9 +405,23 @@ impl Auth {
             .filter(mfa_tickets::Column::ExpiresAt.lt(ts))
             .exec(&self.db)
             .await;
+        let factors = self.factors(user_id).await?;
+        let confirmed = |kind: &str| {
+            factors
+                .iter()
+                .any(|f| f.kind == kind && f.confirmed_at.is_some())
+        };
+        let mut methods = Vec::with_capacity(3);
+        if confirmed(TOTP) {
+            methods.push("totp");
+        }
+        if confirmed("passkey") {
+            methods.push("passkey");
+        }
+        methods.push("recovery_code");
         Ok(MfaChallenge {
             ticket,
-            methods: vec!["totp", "recovery_code"],
+            methods,
             expires_in: ttl.as_secs(),
         })
     }
@@ -390,21 +436,13 @@ impl Auth {
         factor: SecondFactor<'_>,
         client: &ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
-        const INVALID: AuthError = AuthError::InvalidToken("Invalid or expired MFA ticket");
-        if ticket.is_empty() || ticket.len() > 256 {
-            return Err(INVALID);
-        }
+        let user_id = self.ticket_user(ticket).await?;
         let hash = sha256_hex(ticket.as_bytes());
-        let row = mfa_tickets::Entity::find_by_id(hash.clone())
-            .one(&self.db)
-            .await?
-            .filter(|t| t.used_at.is_none() && t.expires_at > now() && t.failures < TICKET_FAILURES)
-            .ok_or(INVALID)?;
-        let user = users::Entity::find_by_id(row.user_id)
+        let user = users::Entity::find_by_id(user_id)
             .one(&self.db)
             .await?
             .filter(|u| u.is_active)
-            .ok_or(INVALID)?;
+            .ok_or(INVALID_TICKET)?;
         let email = Email::parse(&user.email)?;
         self.mfa_throttle.reserve(&email, client.ip).await?;
         let (method, ok) = match factor {
@@ -432,6 +470,14 @@ impl Auth {
                     == 1;
                 ("recovery_code", spent)
             }
+            SecondFactor::Passkey {
+                ceremony,
+                credential,
+            } => (
+                "passkey",
+                self.passkey_second_factor_finish(user.id, ceremony, credential)
+                    .await?,
+            ),
         };
         if !ok {
             mfa_tickets::Entity::update_many()
@@ -457,12 +503,33 @@ impl Auth {
             .rows_affected
             == 1;
         if !claimed {
-            return Err(INVALID);
+            return Err(INVALID_TICKET);
         }
         self.mfa_throttle.succeeded(&email, client.ip).await;
         metrics::counter!("auth_mfa_total", "method" => method, "result" => "success").increment(1);
         tracing::info!(audit = "mfa_login", result = "success", method, user_id = user.id, ip = ?client.ip);
-        self.start_session(User::from(&user), client, Methods::password_and_otp())
-            .await
+        let methods = if method == "passkey" {
+            Methods::password_and_passkey()
+        } else {
+            Methods::password_and_otp()
+        };
+        self.start_session(User::from(&user), client, methods).await
+    }
+
+    /// The user of a live ticket (unspent, unexpired, not worn out).
+    pub(super) async fn ticket_user(&self, ticket: &str) -> Result<i32, AuthError> {
+        if ticket.is_empty() || ticket.len() > 256 {
+            return Err(INVALID_TICKET);
+        }
+        Ok(
+            mfa_tickets::Entity::find_by_id(sha256_hex(ticket.as_bytes()))
+                .one(&self.db)
+                .await?
+                .filter(|t| {
+                    t.used_at.is_none() && t.expires_at > now() && t.failures < TICKET_FAILURES
+                })
+                .ok_or(INVALID_TICKET)?
+                .user_id,
+        )
     }
 }

@@ -15,6 +15,7 @@ mod error;
 pub mod jwt;
 mod login;
 pub mod mfa;
+mod passkeys;
 pub mod password;
 mod sessions;
 mod throttle;
@@ -34,6 +35,7 @@ pub use domain::{
 };
 pub use error::AuthError;
 pub use mfa::{MfaStatus, RECOVERY_CODES, SecondFactor, TotpEnrolment};
+pub use passkeys::PasskeyInfo;
 
 use crate::cache::SharedCache;
 use crate::config::AuthSettings;
@@ -53,6 +55,8 @@ pub struct Auth {
     /// Password-reset and verification requests, per email and client IP.
     mail_throttle: throttle::Throttle,
     mail: Arc<Mailer>,
+    /// The WebAuthn relying party of passkeys.
+    webauthn: webauthn_rs::Webauthn,
     /// Key of the refresh-token chain, derived from the JWT secret for this
     /// purpose alone.
     refresh_chain_key: [u8; 32],
@@ -97,6 +101,7 @@ impl Auth {
                 "mail-request",
             ),
             mail,
+            webauthn: passkeys::relying_party(&settings.mfa)?,
             db,
             cache,
             settings: settings.clone(),

@@ -16,7 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use accounts::{custom_claims, mail_settings};
+use accounts::{custom_claims, mail_settings, webauthn_origins};
 use parse::*;
 pub use parse::{parse_duration, parse_instant, split_list};
 pub use sections::*;
@@ -100,6 +100,8 @@ struct Raw {
     mfa_issuer: String,
     mfa_ticket_ttl: u64,
     admin_require_mfa: bool,
+    webauthn_rp_id: String,
+    webauthn_origins: String,
     smtp_url: SecretString,
     mail_from: String,
     public_base_url: String,
@@ -325,6 +327,8 @@ impl Settings {
                 issuer: r.mfa_issuer.clone(),
                 ticket_ttl: Duration::from_secs(r.mfa_ticket_ttl),
                 admin_require: r.admin_require_mfa,
+                webauthn_rp_id: r.webauthn_rp_id.trim().to_string(),
+                webauthn_origins: webauthn_origins(&r.webauthn_origins, &r.public_base_url)?,
             },
         };
         ensure(

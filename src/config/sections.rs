@@ -132,6 +132,9 @@ pub struct MfaSettings {
     pub ticket_ttl: Duration,
     /// Admin endpoints refuse sessions established without a second factor.
     pub admin_require: bool,
+    /// The WebAuthn relying party id (a domain) and the origins browsers use.
+    pub webauthn_rp_id: String,
+    pub webauthn_origins: Vec<url::Url>,
 }
 
 /// Password reset, email verification and email change.

@@ -15,3 +15,4 @@ pub mod usage_breakdown;
 pub mod user_factors;
 pub mod user_tokens;
 pub mod users;
+pub mod webauthn_ceremonies;

@@ -91,7 +91,9 @@ impl From<AuthError> for ApiError {
             | AuthError::PasswordGuessable
             | AuthError::InvalidLink
             | AuthError::WrongCode
+            | AuthError::PasskeyRejected
             | AuthError::WrongPassword => ApiError::BadRequest(detail),
+            AuthError::NotFound(_) => ApiError::NotFound(detail),
             AuthError::EmailNotVerified | AuthError::SecondFactorRequired => {
                 ApiError::Forbidden(detail)
             }

@@ -454,3 +454,103 @@ async fn wrong_second_factor_codes_are_throttled_like_logins() {
     let (status, _) = redeem(&app, &ticket, "totp_code", &code(&secret, 0)).await;
     assert_eq!(status, 429, "even a right code waits for the window");
 }
+
+#[tokio::test]
+async fn passkey_endpoints_refuse_bad_input_without_a_browser() {
+    // The ceremonies themselves run in Chromium (.ci/passkeys.py).
+    let app = spawn_app().await;
+    let body = app.register("pk@example.com", PASSWORD).await;
+    let token = body["access_token"].as_str().unwrap().to_string();
+    let (status, start) = json(
+        app.post("/auth/passkeys/register/start")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{start}");
+    let options = &start["options"]["publicKey"];
+    assert_eq!(options["rp"]["id"], "localhost");
+    assert_eq!(options["user"]["name"], "pk@example.com");
+    assert_eq!(options["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+    let ceremony = start["ceremony_id"].as_str().unwrap();
+    let finish = |body: Value| {
+        app.post("/auth/passkeys/register/finish")
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let resp = finish(json!({"ceremony_id": ceremony, "credential": {"id": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let forged = json!({
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+        "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"}
+    });
+    let resp = finish(json!({"ceremony_id": ceremony, "credential": forged}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400, "a forged credential does not verify");
+    let resp = finish(json!({"ceremony_id": ceremony, "credential": forged}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "the ceremony was spent by the attempt");
+
+    let (status, login) = app.post_json("/auth/passkeys/login/start", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(login["options"]["publicKey"]["challenge"].is_string());
+    assert!(login["options"].get("mediation").is_none());
+    let assertion = json!({
+        "id": "AAAA", "rawId": "AAAA", "type": "public-key",
+        "response": {"authenticatorData": "AAAA", "clientDataJSON": "AAAA", "signature": "AAAA"}
+    });
+    let (status, _) = app
+        .post_json(
+            "/auth/passkeys/login/finish",
+            json!({"ceremony_id": "00000000-0000-0000-0000-000000000000", "credential": assertion}),
+        )
+        .await;
+    assert_eq!(status, 401, "an unknown ceremony");
+    let ceremony = login["ceremony_id"].as_str().unwrap();
+    let (status, _) = app
+        .post_json(
+            "/auth/passkeys/login/finish",
+            json!({"ceremony_id": ceremony, "credential": assertion}),
+        )
+        .await;
+    assert_eq!(status, 400, "an assertion naming no user");
+    let (status, _) = app
+        .post_json(
+            "/auth/passkeys/login/finish",
+            json!({"ceremony_id": ceremony, "credential": forged}),
+        )
+        .await;
+    assert_eq!(status, 422, "an attestation is no assertion");
+    let (status, _) = app
+        .post_json("/auth/mfa/passkey/start", json!({"mfa_ticket": "nope"}))
+        .await;
+    assert_eq!(status, 401);
+    let resp = app
+        .patch("/auth/passkeys/12345")
+        .bearer_auth(&token)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let (status, list) = json(
+        app.get("/auth/passkeys")
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, list), (200, json!([])));
+}

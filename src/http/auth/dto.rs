@@ -223,7 +223,7 @@ pub struct MfaRequiredResponse {
     pub mfa_required: bool,
     /// Single use; redeem it within `expires_in` seconds.
     pub mfa_ticket: String,
-    /// `totp`, `recovery_code`.
+    /// `totp`, `passkey`, `recovery_code`: those the account has.
     pub methods: Vec<&'static str>,
     pub expires_in: u64,
 }
@@ -266,8 +266,73 @@ pub struct MfaVerifyRequest {
     /// A code from the authenticator app; or else:
     #[schema(example = "123456")]
     pub totp_code: Option<String>,
-    /// One of the recovery codes (each works once).
+    /// One of the recovery codes (each works once); or else:
     pub recovery_code: Option<String>,
+    /// A passkey assertion answering `POST /auth/mfa/passkey/start`.
+    pub passkey: Option<PasskeyAssertion>,
+}
+
+/// A WebAuthn assertion: `credential` is the browser's
+/// `PublicKeyCredential` as JSON (`credential.toJSON()`).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasskeyAssertion {
+    pub ceremony_id: String,
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MfaTicketRequest {
+    pub mfa_ticket: String,
+}
+
+/// The options for `navigator.credentials.create` or `.get` (pass
+/// `options.publicKey` to `PublicKeyCredential.parse…OptionsFromJSON`), and
+/// the id to finish the ceremony with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyCeremony {
+    pub ceremony_id: String,
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasskeyRegistrationRequest {
+    pub ceremony_id: String,
+    /// Shown in lists; default `Passkey`.
+    pub name: Option<String>,
+    /// The browser's new `PublicKeyCredential` as JSON (`credential.toJSON()`).
+    #[schema(value_type = Object)]
+    pub credential: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PasskeyRename {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasskeyResponse {
+    pub id: i32,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Only when registering the account's first factor: ten recovery
+    /// codes, shown this once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+impl From<crate::auth::PasskeyInfo> for PasskeyResponse {
+    fn from(p: crate::auth::PasskeyInfo) -> Self {
+        PasskeyResponse {
+            id: p.id,
+            name: p.name,
+            created_at: p.created_at.and_utc(),
+            last_used_at: p.last_used_at.map(|t| t.and_utc()),
+            recovery_codes: p.recovery_codes,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -295,6 +360,7 @@ pub struct RecoveryCodesResponse {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MfaStatusResponse {
     pub totp: bool,
+    pub passkeys: usize,
     pub recovery_codes_left: u64,
     /// How the current session was established (RFC 8176 `amr`).
     pub session_methods: Vec<String>,

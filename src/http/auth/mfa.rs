@@ -26,6 +26,7 @@ pub async fn status(
     let status = state.auth.mfa_status(&user.0).await?;
     Ok(HttpResponse::Ok().json(MfaStatusResponse {
         totp: status.totp,
+        passkeys: status.passkeys,
         recovery_codes_left: status.recovery_codes_left,
         session_methods: user.0.methods.as_slice().to_vec(),
         session_acr: user.0.methods.acr(),
@@ -93,8 +94,8 @@ fn recovery_codes(codes: Vec<String>) -> HttpResponse {
         })
 }
 
-/// Remove the caller's second factor (and recovery codes); only from a
-/// session established with one.
+/// Remove the caller's TOTP (the recovery codes go with the last factor);
+/// only from a session established with a second factor.
 #[utoipa::path(
     delete, path = "/auth/mfa/totp", tag = "mfa",
     security(("api_key" = [], "bearer" = []), ("api_key" = [], "oauth2" = [])),
@@ -134,16 +135,17 @@ pub async fn regenerate_recovery_codes(
     Ok(recovery_codes(codes))
 }
 
-/// The second step of a login: redeem the MFA ticket with a TOTP code or a
-/// recovery code. Answers the usual tokens, with `amr` and `acr: aal2`.
+/// The second step of a login: redeem the MFA ticket with a TOTP code, a
+/// recovery code or a passkey assertion. Answers the usual tokens, with
+/// `amr` and `acr: aal2`.
 #[utoipa::path(
     post, path = "/auth/mfa/verify", tag = "mfa",
     request_body = MfaVerifyRequest,
     responses(
         (status = 200, description = "Logged in with two factors", body = TokenResponse),
-        (status = 400, description = "Wrong or already used code", body = ErrorBody),
-        (status = 401, description = "Invalid, spent or expired ticket", body = ErrorBody),
-        (status = 422, description = "Neither or both of totp_code and recovery_code", body = ErrorBody),
+        (status = 400, description = "Wrong or already used code, or a passkey that does not verify", body = ErrorBody),
+        (status = 401, description = "Invalid, spent or expired ticket or passkey ceremony", body = ErrorBody),
+        (status = 422, description = "Not exactly one of totp_code, recovery_code and passkey, or a malformed assertion", body = ErrorBody),
         (status = 429, description = "Too many failed attempts; see Retry-After", body = ErrorBody),
     )
 )]
@@ -153,12 +155,26 @@ pub async fn verify(
     body: crate::http::body::Json<MfaVerifyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    let factor = match (&body.totp_code, &body.recovery_code) {
-        (Some(code), None) => SecondFactor::Totp(code),
-        (None, Some(code)) => SecondFactor::RecoveryCode(code),
+    let assertion = body
+        .passkey
+        .as_ref()
+        .map(|p| super::passkeys::credential(&p.credential))
+        .transpose()?;
+    let factor = match (
+        &body.totp_code,
+        &body.recovery_code,
+        &body.passkey,
+        &assertion,
+    ) {
+        (Some(code), None, None, _) => SecondFactor::Totp(code),
+        (None, Some(code), None, _) => SecondFactor::RecoveryCode(code),
+        (None, None, Some(p), Some(credential)) => SecondFactor::Passkey {
+            ceremony: &p.ceremony_id,
+            credential,
+        },
         _ => {
             return Err(ApiError::unprocessable(
-                "Give exactly one of totp_code and recovery_code",
+                "Give exactly one of totp_code, recovery_code and passkey",
             ));
         }
     };

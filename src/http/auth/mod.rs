@@ -6,4 +6,5 @@ pub mod dto;
 pub mod extract;
 pub mod mfa;
 pub mod oauth;
+pub mod passkeys;
 pub mod routes;

@@ -330,6 +330,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .configure(super::accounts::routes)
         .configure(super::mfa::routes)
+        .configure(super::passkeys::routes)
         .service(web::resource("/auth/users").route(web::get().to(list_users)))
         .service(
             web::resource("/auth/users/{id}")
