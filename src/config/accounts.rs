@@ -110,21 +110,16 @@ pub(super) fn custom_claims(raw: &str) -> Result<Vec<String>, ConfigError> {
 
 /// The origins passkeys may be used from; by default the public base URL's.
 pub(super) fn webauthn_origins(raw: &str, base: &str) -> Result<Vec<url::Url>, ConfigError> {
-    let list = match split_list(raw) {
-        l if l.is_empty() => vec![base.trim().to_string()],
-        l => l,
+    let (key, list) = match split_list(raw) {
+        l if l.is_empty() => ("public_base_url", vec![base.trim().to_string()]),
+        l => ("webauthn_origins", l),
     };
     list.iter()
         .map(|o| {
             url::Url::parse(o)
                 .ok()
                 .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-                .ok_or_else(|| {
-                    bad(
-                        "webauthn_origins",
-                        format!("'{o}' is not an http(s) origin"),
-                    )
-                })
+                .ok_or_else(|| bad(key, format!("'{o}' is not an http(s) origin")))
         })
         .collect()
 }
