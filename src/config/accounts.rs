@@ -123,3 +123,25 @@ pub(super) fn webauthn_origins(raw: &str, base: &str) -> Result<Vec<url::Url>, C
         })
         .collect()
 }
+
+/// The passkey relying party id: as set, else the first origin's host. Every
+/// origin must be that domain or below it.
+pub(super) fn rp_id(raw: &str, origins: &[url::Url]) -> Result<String, ConfigError> {
+    let id = match raw.trim() {
+        "" => origins
+            .first()
+            .and_then(|o| o.host_str())
+            .unwrap_or("localhost")
+            .to_string(),
+        id => id.to_lowercase(),
+    };
+    for origin in origins {
+        let host = origin.host_str().unwrap_or_default();
+        ensure(
+            host == id || host.ends_with(&format!(".{id}")),
+            "webauthn_rp_id",
+            &format!("'{id}' must be the domain of every origin, or a parent of it ({origin})"),
+        )?;
+    }
+    Ok(id)
+}

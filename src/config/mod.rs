@@ -16,7 +16,7 @@ use config::{Config, Environment, File, FileFormat};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use accounts::{custom_claims, mail_settings, webauthn_origins};
+use accounts::{custom_claims, mail_settings, rp_id, webauthn_origins};
 use parse::*;
 pub use parse::{parse_duration, parse_instant, split_list};
 pub use sections::*;
@@ -283,7 +283,7 @@ impl Settings {
             "password_hash_rounds",
             "must be between 4 and 31",
         )?;
-        let auth = AuthSettings {
+        let mut auth = AuthSettings {
             jwt: JwtSettings {
                 secret: r.jwt_secret.clone(),
                 algorithm,
@@ -327,10 +327,11 @@ impl Settings {
                 issuer: r.mfa_issuer.clone(),
                 ticket_ttl: Duration::from_secs(r.mfa_ticket_ttl),
                 admin_require: r.admin_require_mfa,
-                webauthn_rp_id: r.webauthn_rp_id.trim().to_string(),
                 webauthn_origins: webauthn_origins(&r.webauthn_origins, &r.public_base_url)?,
+                webauthn_rp_id: String::new(),
             },
         };
+        auth.mfa.webauthn_rp_id = rp_id(&r.webauthn_rp_id, &auth.mfa.webauthn_origins)?;
         ensure(
             (30..=3600).contains(&r.mfa_ticket_ttl),
             "mfa_ticket_ttl",

@@ -194,3 +194,27 @@ fn production_needs_smtp_to_require_verification_and_never_logs_mail() {
     required.push(("SMTP_URL", "smtps://mail.example.com"));
     assert!(Settings::load_with(Some(env(&required))).is_ok());
 }
+
+#[test]
+fn the_passkey_relying_party_follows_the_public_url_unless_set() {
+    let s = Settings::load_with(Some(env(&[]))).unwrap();
+    assert_eq!(s.auth.mfa.webauthn_rp_id, "localhost");
+    let s =
+        Settings::load_with(Some(env(&[("PUBLIC_BASE_URL", "https://app.example.com")]))).unwrap();
+    assert_eq!(s.auth.mfa.webauthn_rp_id, "app.example.com");
+    let s = Settings::load_with(Some(env(&[
+        ("WEBAUTHN_RP_ID", "example.com"),
+        (
+            "WEBAUTHN_ORIGINS",
+            "https://app.example.com, https://admin.example.com",
+        ),
+    ])))
+    .unwrap();
+    assert_eq!(s.auth.mfa.webauthn_origins.len(), 2);
+    let err = Settings::load_with(Some(env(&[
+        ("WEBAUTHN_RP_ID", "other.org"),
+        ("WEBAUTHN_ORIGINS", "https://app.example.com"),
+    ])))
+    .unwrap_err();
+    assert_eq!(err.key, "WEBAUTHN_RP_ID");
+}
