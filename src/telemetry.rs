@@ -205,6 +205,14 @@ fn describe_metrics() {
         "Account addresses changed (confirmed)"
     );
     describe_counter!(
+        "auth_mfa_total",
+        "Second-factor uses, by method (totp, recovery_code, passkey, passkey_login) and result"
+    );
+    describe_counter!(
+        "auth_mfa_changes_total",
+        "Second factors activated, registered, removed (by user or admin), and recovery codes replaced"
+    );
+    describe_counter!(
         "mail_sent_total",
         "Mails finished, by kind and outcome (sent, logged, discarded, rejected)"
     );
