@@ -3,7 +3,7 @@
 //! Layers, each using only those below it: `http` (the edge) and `startup`;
 //! the services `auth`, `analytics`, `keys` and `jobs`; `mail` (the outbox
 //! and its sender, used by `auth`); storage (`entity`, `db`);
-//! infrastructure (`config`, `cache`, `telemetry`, `time`).
+//! infrastructure (`config`, `cache`, `telemetry`, `time`, `json`).
 
 pub mod analytics;
 pub mod auth;
@@ -14,6 +14,7 @@ pub mod db;
 pub mod entity;
 pub mod http;
 pub mod jobs;
+pub mod json;
 pub mod keys;
 pub mod mail;
 pub mod startup;

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::Invalid;
 use crate::config::AnalyticsSettings;
+use crate::json::{Unstorable, check_storable};
 use crate::time::{micros, now};
 
 /// A stored event (the row as committed, with its id).
@@ -121,17 +122,15 @@ impl Limits {
                 self.json_max_bytes
             )));
         }
-        if contains_nul(&value) {
-            return Err(Invalid::new(format!(
+        match check_storable(&value) {
+            Err(Unstorable::Nul) => Err(Invalid::new(format!(
                 "{field} must not contain NUL characters"
-            )));
-        }
-        if has_huge_number(&value) {
-            return Err(Invalid::new(format!(
+            ))),
+            Err(Unstorable::HugeNumber) => Err(Invalid::new(format!(
                 "{field} numbers must be within ±1e100"
-            )));
+            ))),
+            Ok(()) => Ok(value),
         }
-        Ok(value)
     }
 }
 
@@ -193,28 +192,6 @@ pub fn metric_value(value: f64) -> Result<f64, Invalid> {
         ));
     }
     Ok(value)
-}
-
-/// Postgres rejects NUL in text and json; refuse it up front, not at commit.
-fn contains_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(contains_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
-}
-
-/// Found by the spec fuzzer: a number near f64's limit is written out in
-/// full by the database driver and cannot be read back, so every later list
-/// that included the row failed. No analytics value comes near 1e100.
-fn has_huge_number(v: &Value) -> bool {
-    match v {
-        Value::Number(n) => n.as_f64().is_some_and(|x| x.abs() > 1e100),
-        Value::Array(a) => a.iter().any(has_huge_number),
-        Value::Object(o) => o.values().any(has_huge_number),
-        _ => false,
-    }
 }
 
 /// `hours` of a look-back window: 1..=8784 (a leap year), default 24.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AuthError;
 use crate::entity::users;
+use crate::json::Unstorable;
 
 /// Longest User-Agent kept (sessions, events).
 pub const MAX_USER_AGENT_CHARS: usize = 1000;
@@ -233,6 +234,19 @@ impl AdminChange {
                 return Err(AuthError::invalid(format!(
                     "meta_data must be at most {MAX_META_DATA_BYTES} bytes of JSON"
                 )));
+            }
+            match crate::json::check_storable(m) {
+                Err(Unstorable::Nul) => {
+                    return Err(AuthError::invalid(
+                        "meta_data must not contain NUL characters",
+                    ));
+                }
+                Err(Unstorable::HugeNumber) => {
+                    return Err(AuthError::invalid(
+                        "meta_data numbers must be within ±1e100",
+                    ));
+                }
+                Ok(()) => {}
             }
         }
         Ok(AdminChange {

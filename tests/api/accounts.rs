@@ -610,6 +610,13 @@ async fn allow_listed_meta_data_keys_become_token_claims() {
             .send()
     };
     expect_error(patch(json!({"meta_data": [1, 2]})).await.unwrap(), 422).await;
+    // Found by the spec fuzzer: Postgres refuses NUL inside json.
+    let detail = expect_error(
+        patch(json!({"meta_data": {"k": "a\u{0}b"}})).await.unwrap(),
+        422,
+    )
+    .await;
+    assert_eq!(detail, "meta_data must not contain NUL characters");
     let big = "x".repeat(17 * 1024);
     expect_error(
         patch(json!({"meta_data": {"big": big}})).await.unwrap(),
