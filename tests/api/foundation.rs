@@ -372,6 +372,20 @@ fn committed_openapi_yaml_matches_the_handlers() {
     );
 }
 
+#[test]
+fn operation_ids_are_unique() {
+    // Two handlers named alike (`verify`) gave one id twice; validators refuse that.
+    let yaml = platform_server::http::openapi::yaml();
+    let mut ids: Vec<&str> = yaml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("operationId: "))
+        .collect();
+    let count = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate operationId in the spec");
+}
+
 #[actix_web::test]
 async fn a_panicking_handler_answers_500_json_and_the_server_goes_on() {
     let svc = atest::init_service(

@@ -139,7 +139,7 @@ pub async fn regenerate_recovery_codes(
 /// recovery code or a passkey assertion. Answers the usual tokens, with
 /// `amr` and `acr: aal2`.
 #[utoipa::path(
-    post, path = "/auth/mfa/verify", tag = "mfa",
+    post, path = "/auth/mfa/verify", tag = "mfa", operation_id = "mfa_verify",
     request_body = MfaVerifyRequest,
     responses(
         (status = 200, description = "Logged in with two factors", body = TokenResponse),
