@@ -8,7 +8,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use serde_json::json;
 
-use super::password::{check_length, check_new_password};
+use super::password::check_length;
 use super::{
     Auth, AuthError, ClientInfo, Email, IssuedTokens, Methods, Principal, User, sha256_hex,
 };
@@ -164,10 +164,9 @@ impl Auth {
                 t.purpose == purpose.as_str() && t.used_at.is_none() && t.expires_at > now()
             })
             .ok_or(AuthError::InvalidLink)?;
-        let user = users::Entity::find_by_id(row.user_id)
-            .one(&self.db)
+        let user = self
+            .find_active(row.user_id)
             .await?
-            .filter(|u| u.is_active)
             .ok_or(AuthError::InvalidLink)?;
         Ok((row, user))
     }
@@ -311,15 +310,12 @@ impl Auth {
     }
 
     fn check_password_for(&self, user: &users::Model, password: &str) -> Result<(), AuthError> {
-        let context: Vec<&str> = [
-            Some(user.email.as_str()),
+        self.check_password_of(
+            password,
+            &user.email,
             user.first_name.as_deref(),
             user.last_name.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        check_new_password(password, &self.settings.password, &context)
+        )
     }
 
     /// Checks the caller's current password, throttled like a login.
@@ -345,10 +341,8 @@ impl Auth {
     }
 
     async fn active_user(&self, principal: &Principal) -> Result<users::Model, AuthError> {
-        users::Entity::find_by_id(principal.user.id)
-            .one(&self.db)
+        self.find_active(principal.user.id)
             .await?
-            .filter(|u| u.is_active)
             .ok_or(AuthError::InvalidToken("User not found or inactive"))
     }
 

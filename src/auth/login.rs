@@ -67,12 +67,10 @@ impl Auth {
             tracing::info!(audit = "login", result = "unverified", user_id = user.id, ip = ?client.ip);
             return Err(AuthError::EmailNotVerified);
         }
-        if self.has_second_factor(user.id).await? {
+        if let Some(challenge) = self.second_factor_challenge(user.id).await? {
             metrics::counter!("auth_logins_total", "result" => "second_factor").increment(1);
             tracing::info!(audit = "login", result = "second_factor", user_id = user.id, ip = ?client.ip);
-            return Ok(LoginOutcome::SecondFactor(
-                self.issue_mfa_ticket(user.id).await?,
-            ));
+            return Ok(LoginOutcome::SecondFactor(challenge));
         }
         metrics::counter!("auth_logins_total", "result" => "success").increment(1);
         tracing::info!(audit = "login", result = "success", user_id = user.id, ip = ?client.ip);

@@ -15,10 +15,10 @@ use super::{
     Auth, AuthError, ClientInfo, Email, IssuedTokens, Methods, MfaChallenge, Principal, User,
     sha256_hex,
 };
-use crate::entity::{mfa_tickets, recovery_codes, user_factors, users};
+use crate::entity::user_factors::{self, PASSKEY, TOTP};
+use crate::entity::{mfa_tickets, recovery_codes};
 use crate::time::now;
 
-const TOTP: &str = "totp";
 const STEP_SECONDS: u64 = 30;
 const DIGITS: usize = 6;
 pub const RECOVERY_CODES: usize = 10;
@@ -101,7 +101,7 @@ impl Auth {
     }
 
     /// Does the user have a confirmed second factor?
-    pub(super) async fn has_second_factor(&self, user_id: i32) -> Result<bool, AuthError> {
+    async fn has_second_factor(&self, user_id: i32) -> Result<bool, AuthError> {
         Ok(user_factors::Entity::find()
             .filter(user_factors::Column::UserId.eq(user_id))
             .filter(user_factors::Column::ConfirmedAt.is_not_null())
@@ -208,16 +208,16 @@ impl Auth {
         Ok(spent)
     }
 
-    pub(super) async fn has_recovery_codes<C: ConnectionTrait>(
+    /// The user's recovery codes not yet used.
+    pub(super) async fn recovery_codes_left<C: ConnectionTrait>(
         conn: &C,
         user_id: i32,
-    ) -> Result<bool, AuthError> {
+    ) -> Result<u64, AuthError> {
         Ok(recovery_codes::Entity::find()
             .filter(recovery_codes::Column::UserId.eq(user_id))
             .filter(recovery_codes::Column::UsedAt.is_null())
             .count(conn)
-            .await?
-            > 0)
+            .await?)
     }
 
     /// Replaces the user's recovery codes with ten new ones on `conn`.
@@ -287,12 +287,8 @@ impl Auth {
         let totp = factors
             .iter()
             .any(|f| f.kind == TOTP && f.confirmed_at.is_some());
-        let passkeys = factors.iter().filter(|f| f.kind != TOTP).count();
-        let left = recovery_codes::Entity::find()
-            .filter(recovery_codes::Column::UserId.eq(user_id))
-            .filter(recovery_codes::Column::UsedAt.is_null())
-            .count(&self.db)
-            .await?;
+        let passkeys = factors.iter().filter(|f| f.kind == PASSKEY).count();
+        let left = Self::recovery_codes_left(&self.db, user_id).await?;
         Ok(MfaStatus {
             totp,
             passkeys,
@@ -368,10 +364,7 @@ impl Auth {
         actor: &Principal,
         user_id: i32,
     ) -> Result<(), AuthError> {
-        users::Entity::find_by_id(user_id)
-            .one(&self.db)
-            .await?
-            .ok_or(AuthError::UserNotFound)?;
+        self.find(user_id).await?;
         let removed = self.remove_factors(user_id, None).await?;
         metrics::counter!("auth_mfa_changes_total", "change" => "removed_by_admin").increment(1);
         tracing::warn!(
@@ -384,8 +377,29 @@ impl Auth {
         Ok(())
     }
 
-    /// The ticket a correct password earns a user with a second factor.
-    pub(super) async fn issue_mfa_ticket(&self, user_id: i32) -> Result<MfaChallenge, AuthError> {
+    /// The ticket a correct password earns a user with a second factor, and
+    /// the methods to redeem it with; `None` for a user without one.
+    pub(super) async fn second_factor_challenge(
+        &self,
+        user_id: i32,
+    ) -> Result<Option<MfaChallenge>, AuthError> {
+        let factors = self.factors(user_id).await?;
+        let confirmed = |kind: &str| {
+            factors
+                .iter()
+                .any(|f| f.kind == kind && f.confirmed_at.is_some())
+        };
+        let mut methods = Vec::with_capacity(3);
+        if confirmed(TOTP) {
+            methods.push("totp");
+        }
+        if confirmed(PASSKEY) {
+            methods.push("passkey");
+        }
+        if methods.is_empty() {
+            return Ok(None);
+        }
+        methods.push("recovery_code");
         let ticket = URL_SAFE_NO_PAD.encode(rand::rng().random::<[u8; 32]>());
         let ttl = self.settings.mfa.ticket_ttl;
         let ts = now();
@@ -405,25 +419,11 @@ impl Auth {
             .filter(mfa_tickets::Column::ExpiresAt.lt(ts))
             .exec(&self.db)
             .await;
-        let factors = self.factors(user_id).await?;
-        let confirmed = |kind: &str| {
-            factors
-                .iter()
-                .any(|f| f.kind == kind && f.confirmed_at.is_some())
-        };
-        let mut methods = Vec::with_capacity(3);
-        if confirmed(TOTP) {
-            methods.push("totp");
-        }
-        if confirmed("passkey") {
-            methods.push("passkey");
-        }
-        methods.push("recovery_code");
-        Ok(MfaChallenge {
+        Ok(Some(MfaChallenge {
             ticket,
             methods,
             expires_in: ttl.as_secs(),
-        })
+        }))
     }
 
     /// Redeems an MFA ticket with a second factor: the usual tokens, of a
@@ -436,12 +436,11 @@ impl Auth {
         factor: SecondFactor<'_>,
         client: &ClientInfo,
     ) -> Result<IssuedTokens, AuthError> {
-        let user_id = self.ticket_user(ticket).await?;
-        let hash = sha256_hex(ticket.as_bytes());
-        let user = users::Entity::find_by_id(user_id)
-            .one(&self.db)
+        let live = self.live_ticket(ticket).await?;
+        let hash = live.ticket_hash;
+        let user = self
+            .find_active(live.user_id)
             .await?
-            .filter(|u| u.is_active)
             .ok_or(INVALID_TICKET)?;
         let email = Email::parse(&user.email)?;
         self.mfa_throttle.reserve(&email, client.ip).await?;
@@ -516,20 +515,15 @@ impl Auth {
         self.start_session(User::from(&user), client, methods).await
     }
 
-    /// The user of a live ticket (unspent, unexpired, not worn out).
-    pub(super) async fn ticket_user(&self, ticket: &str) -> Result<i32, AuthError> {
+    /// A live ticket: unspent, unexpired, not worn out.
+    pub(super) async fn live_ticket(&self, ticket: &str) -> Result<mfa_tickets::Model, AuthError> {
         if ticket.is_empty() || ticket.len() > 256 {
             return Err(INVALID_TICKET);
         }
-        Ok(
-            mfa_tickets::Entity::find_by_id(sha256_hex(ticket.as_bytes()))
-                .one(&self.db)
-                .await?
-                .filter(|t| {
-                    t.used_at.is_none() && t.expires_at > now() && t.failures < TICKET_FAILURES
-                })
-                .ok_or(INVALID_TICKET)?
-                .user_id,
-        )
+        mfa_tickets::Entity::find_by_id(sha256_hex(ticket.as_bytes()))
+            .one(&self.db)
+            .await?
+            .filter(|t| t.used_at.is_none() && t.expires_at > now() && t.failures < TICKET_FAILURES)
+            .ok_or(INVALID_TICKET)
     }
 }

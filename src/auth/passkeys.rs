@@ -19,10 +19,10 @@ use webauthn_rs::prelude::{
 
 use super::{Auth, AuthError, ClientInfo, IssuedTokens, Methods, Principal, User};
 use crate::config::MfaSettings;
-use crate::entity::{user_factors, users, webauthn_ceremonies};
+use crate::entity::user_factors::{self, PASSKEY};
+use crate::entity::webauthn_ceremonies;
 use crate::time::now;
 
-const PASSKEY: &str = "passkey";
 const CEREMONY_TTL: Duration = Duration::from_secs(300);
 
 /// What a ceremony is for; a state is redeemed only for its own kind.
@@ -245,7 +245,7 @@ impl Auth {
         .insert(&txn)
         .await?;
         // The first factor of an account brings the recovery codes.
-        let codes = if Self::has_recovery_codes(&txn, user_id).await? {
+        let codes = if Self::recovery_codes_left(&txn, user_id).await? > 0 {
             None
         } else {
             Some(Self::replace_recovery_codes(&txn, user_id).await?)
@@ -345,7 +345,7 @@ impl Auth {
         &self,
         ticket: &str,
     ) -> Result<(String, serde_json::Value), AuthError> {
-        let user_id = self.ticket_user(ticket).await?;
+        let user_id = self.live_ticket(ticket).await?.user_id;
         let keys: Vec<Passkey> = self
             .passkeys(user_id)
             .await?
@@ -442,10 +442,9 @@ impl Auth {
                 &[DiscoverableKey::from(&passkey)],
             )
             .map_err(rejected)?;
-        let user = users::Entity::find_by_id(factor.user_id)
-            .one(&self.db)
+        let user = self
+            .find_active(factor.user_id)
             .await?
-            .filter(|u| u.is_active)
             .ok_or(AuthError::PasskeyRejected)?;
         if self.settings.accounts.require_email_verification && !user.email_verified {
             return Err(AuthError::EmailNotVerified);

@@ -24,11 +24,38 @@ impl Auth {
             .await?)
     }
 
-    async fn find(&self, user_id: i32) -> Result<users::Model, AuthError> {
+    pub(super) async fn find(&self, user_id: i32) -> Result<users::Model, AuthError> {
         users::Entity::find_by_id(user_id)
             .one(&self.db)
             .await?
             .ok_or(AuthError::UserNotFound)
+    }
+
+    /// The stored row of an active user; `None` for an unknown or inactive one.
+    pub(super) async fn find_active(
+        &self,
+        user_id: i32,
+    ) -> Result<Option<users::Model>, AuthError> {
+        Ok(users::Entity::find_by_id(user_id)
+            .one(&self.db)
+            .await?
+            .filter(|u| u.is_active))
+    }
+
+    /// Registration's rules for a new password, with the person's email and
+    /// names as words it must not be built from.
+    pub(super) fn check_password_of(
+        &self,
+        password: &str,
+        email: &str,
+        first_name: Option<&str>,
+        last_name: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let context: Vec<&str> = [Some(email), first_name, last_name]
+            .into_iter()
+            .flatten()
+            .collect();
+        password::check_new_password(password, &self.settings.password, &context)
     }
 
     /// Creates an account. An unverified one gets its verification mail in
@@ -39,15 +66,12 @@ impl Auth {
         role: Role,
         verified: bool,
     ) -> Result<users::Model, AuthError> {
-        let context: Vec<&str> = [
-            Some(account.email.as_str()),
+        self.check_password_of(
+            &account.password,
+            account.email.as_str(),
             account.first_name.as_deref(),
             account.last_name.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        password::check_new_password(&account.password, &self.settings.password, &context)?;
+        )?;
         if self.find_by_email(&account.email).await?.is_some() {
             return Err(AuthError::EmailTaken);
         }

@@ -26,6 +26,10 @@ pub struct Model {
     pub last_used_at: Option<DateTime>,
 }
 
+/// The kinds of factor.
+pub const TOTP: &str = "totp";
+pub const PASSKEY: &str = "passkey";
+
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {}
 
