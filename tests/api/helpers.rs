@@ -150,7 +150,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         .unwrap();
     let handle = app.server_handle();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
+    let app = TestApp {
         address,
         metrics_address,
         client: Client::builder()
@@ -163,7 +163,9 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         handle,
         _sqlite_dir: backend.sqlite_dir,
         pg_database: backend.pg_database,
-    }
+    };
+    app.await_startup_rollup().await;
+    app
 }
 
 impl Backend {
@@ -293,6 +295,28 @@ impl TestApp {
             ))
             .await
             .unwrap();
+    }
+
+    /// Waits (up to 10 s) for the rollup that every start runs, so a test's
+    /// own trigger never races it for the rows the test just wrote. A
+    /// database left unmigrated on purpose has no job table: nothing to wait for.
+    async fn await_startup_rollup(&self) {
+        let sql = "SELECT COUNT(*) AS n FROM platform_jobs \
+                   WHERE name = 'rollup' AND last_run_at IS NOT NULL";
+        for _ in 0..200 {
+            let ran = self
+                .db
+                .query_one_raw(Statement::from_string(
+                    self.db.get_database_backend(),
+                    sql.to_string(),
+                ))
+                .await;
+            match ran {
+                Err(_) => return,
+                Ok(Some(row)) if row.try_get::<i64>("", "n").unwrap_or(0) > 0 => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Rows in `table`, counted in the database.
