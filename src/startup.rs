@@ -6,12 +6,13 @@ use std::time::{Duration, Instant};
 
 use actix_cors::Cors;
 use actix_web::dev::Server;
+use actix_web::http::header::ContentType;
 use actix_web::http::{StatusCode, header};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use rand::Rng;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use secrecy::ExposeSecret;
 
@@ -89,7 +90,6 @@ impl Application {
         };
 
         let data = web::Data::new(state.clone());
-        let openapi = crate::http::openapi::document();
         let cors_origins = http.cors_origins.clone();
         let body_limit = http.body_limit;
         let json_limits = crate::http::bounded::JsonLimits::new(&settings.analytics);
@@ -107,7 +107,8 @@ impl Application {
                 .configure(crate::http::jobs::routes)
                 .configure(crate::http::keys::routes)
                 .configure(crate::http::legacy::routes)
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+                .route("/openapi.json", web::get().to(serve_openapi))
+                .service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(["/openapi.json"])))
                 .route("/docs", web::get().to(redirect_to_docs))
                 .route("/", web::get().to(redirect_to_docs))
                 .default_service(web::to(not_found))
@@ -289,6 +290,21 @@ async fn redirect_to_docs() -> HttpResponse {
     HttpResponse::Found()
         .insert_header((header::LOCATION, "/docs/"))
         .finish()
+}
+
+/// `/openapi.json`, serialised on first request and then shared: built at
+/// start (or per worker, as the Swagger UI crate would) it cost each process
+/// about 4 MiB of heap and code pages that most never use.
+async fn serve_openapi() -> HttpResponse {
+    static DOC: std::sync::OnceLock<web::Bytes> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| {
+        serde_json::to_vec(&crate::http::openapi::document())
+            .expect("the OpenAPI document serializes")
+            .into()
+    });
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(doc.clone())
 }
 
 async fn not_found() -> HttpResponse {

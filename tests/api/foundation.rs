@@ -359,6 +359,21 @@ async fn docs_and_spec_are_served() {
         spec["components"]["securitySchemes"]["api_key"]["name"],
         "X-API-Key"
     );
+    // Served from one serialisation, equal to the handlers' document.
+    assert_eq!(
+        spec,
+        serde_json::to_value(platform_server::http::openapi::document()).unwrap()
+    );
+    let init = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
 }
 
 #[test]
