@@ -87,16 +87,54 @@ pub fn split(since: NaiveDateTime) -> Split {
     }
 }
 
+/// Events per (bucket, event type) at one grain, in key order.
+pub(super) fn event_buckets<'a>(
+    rows: impl IntoIterator<Item = (NaiveDateTime, &'a str)>,
+    grain: Grain,
+) -> BTreeMap<(NaiveDateTime, &'a str), i64> {
+    let mut counts = BTreeMap::new();
+    for (timestamp, event_type) in rows {
+        *counts
+            .entry((trunc(timestamp, grain.step()), event_type))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// The hours in which each user was active, in key order.
+pub(super) fn user_hours(
+    rows: impl IntoIterator<Item = (NaiveDateTime, Option<i32>)>,
+) -> BTreeSet<(NaiveDateTime, i32)> {
+    rows.into_iter()
+        .filter_map(|(timestamp, user)| user.map(|u| (trunc(timestamp, Grain::Hour.step()), u)))
+        .collect()
+}
+
+/// Row count and value sum per (bucket, metric name, endpoint or "") at one
+/// grain, in key order.
+pub(super) fn metric_buckets<'a>(
+    rows: impl IntoIterator<Item = (NaiveDateTime, &'a str, Option<&'a str>, f64)>,
+    grain: Grain,
+) -> BTreeMap<(NaiveDateTime, &'a str, &'a str), (i64, f64)> {
+    let mut sums: BTreeMap<_, (i64, f64)> = BTreeMap::new();
+    for (timestamp, name, endpoint, value) in rows {
+        let slot = sums
+            .entry((trunc(timestamp, grain.step()), name, endpoint.unwrap_or("")))
+            .or_default();
+        slot.0 += 1;
+        slot.1 += value;
+    }
+    sums
+}
+
 /// Adds newly stored events. Keys are sorted, so concurrent writers on two
 /// replicas lock bucket rows in the same order and cannot deadlock.
 pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result<(), DbErr> {
     for grain in STORED {
-        let mut counts: BTreeMap<(NaiveDateTime, &str), i64> = BTreeMap::new();
-        for e in rows {
-            *counts
-                .entry((trunc(e.timestamp, grain.step()), e.event_type.as_str()))
-                .or_default() += 1;
-        }
+        let counts = event_buckets(
+            rows.iter().map(|e| (e.timestamp, e.event_type.as_str())),
+            grain,
+        );
         let table = events_table(grain);
         upsert(
             conn,
@@ -110,13 +148,7 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
         )
         .await?;
     }
-    let users: BTreeSet<(NaiveDateTime, i32)> = rows
-        .iter()
-        .filter_map(|e| {
-            e.user_id
-                .map(|u| (trunc(e.timestamp, Grain::Hour.step()), u))
-        })
-        .collect();
+    let users = user_hours(rows.iter().map(|e| (e.timestamp, e.user_id)));
     upsert(
         conn,
         "INSERT INTO platform_analytics_event_user_hours (bucket, user_id)",
@@ -132,17 +164,17 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
 
 pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Result<(), DbErr> {
     for grain in STORED {
-        let mut sums: BTreeMap<(NaiveDateTime, &str, &str), (i64, f64)> = BTreeMap::new();
-        for m in rows {
-            let key = (
-                trunc(m.timestamp, grain.step()),
-                m.metric_name.as_str(),
-                m.endpoint.as_deref().unwrap_or(""),
-            );
-            let slot = sums.entry(key).or_default();
-            slot.0 += 1;
-            slot.1 += m.metric_value;
-        }
+        let sums = metric_buckets(
+            rows.iter().map(|m| {
+                (
+                    m.timestamp,
+                    m.metric_name.as_str(),
+                    m.endpoint.as_deref(),
+                    m.metric_value,
+                )
+            }),
+            grain,
+        );
         let table = metrics_table(grain);
         upsert(
             conn,

@@ -266,6 +266,137 @@ async fn a_retried_event_id_is_stored_once() {
     assert_eq!(app.count("platform_analytics_events").await, 2);
 }
 
+/// Concurrent requests share commit groups (one statement on Postgres): each
+/// answer names its own stored row, an `event_id` sent many times is stored
+/// once, and the minute and hour counters equal what the raw rows say.
+#[tokio::test]
+async fn concurrent_groups_answer_their_own_rows_and_keep_counters_exact() {
+    let app = spawn_app().await;
+    let base = Utc::now();
+    let mut singles = vec![];
+    for i in 0..60 {
+        let mut body = json!({
+            "event_type": format!("t{}", i % 3),
+            "user_id": 1 + i % 7,
+            "event_data": {"i": i, "quote": "a\"b"},
+            "timestamp": before(base, i % 150),
+        });
+        if i % 2 == 0 {
+            // Ten ids, each sent three times.
+            body["event_id"] = json!(format!("dup-{}", (i / 2) % 10));
+        }
+        singles.push(app.post_json("/analytics/events", body));
+    }
+    let batches = (0..6).map(|b| {
+        let metrics: Vec<Value> = (0..50)
+            .map(|i| {
+                json!({
+                    "metric_name": format!("m{}", i % 2),
+                    "metric_value": b * 100 + i,
+                    "endpoint": if i % 3 == 0 { Value::Null } else { json!(format!("/e{}", i % 3)) },
+                    "user_id": 1 + i % 5,
+                    "timestamp": before(base, i * 2),
+                })
+            })
+            .collect();
+        app.post_json("/analytics/metrics/batch", json!({"metrics": metrics}))
+    });
+    let (singles, batches) = tokio::join!(
+        futures_util::future::join_all(singles),
+        futures_util::future::join_all(batches)
+    );
+
+    let mut by_event_id: std::collections::HashMap<String, Value> = Default::default();
+    for (status, ev) in &singles {
+        assert_eq!(*status, 200, "{ev}");
+        let stored = app
+            .scalar(&format!(
+                "SELECT COUNT(*) AS n FROM platform_analytics_events WHERE id = {} AND event_type = '{}'",
+                ev["id"], ev["event_type"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(stored, 1, "the answer names its own row: {ev}");
+        if let Some(id) = ev["event_id"].as_str() {
+            let first = by_event_id.entry(id.to_string()).or_insert(ev.clone());
+            assert_eq!(first["id"], ev["id"], "one row per event_id");
+        } else {
+            assert_eq!(ev["event_data"]["quote"], "a\"b");
+        }
+    }
+    assert_eq!(by_event_id.len(), 10);
+    assert_eq!(app.count("platform_analytics_events").await, 30 + 10);
+    for (b, (status, body)) in batches.iter().enumerate() {
+        assert_eq!(*status, 200, "{body}");
+        let ids = body["ids"].as_array().unwrap();
+        assert_eq!(ids.len(), 50);
+        // Each id holds the value sent at its position.
+        for (i, id) in ids.iter().enumerate() {
+            let value = app
+                .scalar(&format!(
+                    "SELECT CAST(metric_value AS BIGINT) AS n FROM platform_analytics_metrics WHERE id = {id}"
+                ))
+                .await;
+            assert_eq!(value, (b * 100 + i) as i64);
+        }
+    }
+
+    let total = |table: &str, column: &str| {
+        format!("SELECT CAST(COALESCE(SUM({column}), 0) AS BIGINT) AS n FROM {table}")
+    };
+    for table in [
+        "platform_analytics_event_minutes",
+        "platform_analytics_event_hours",
+    ] {
+        assert_eq!(app.scalar(&total(table, "events")).await, 40, "{table}");
+    }
+    let per_type = app
+        .scalar(
+            "SELECT COUNT(*) AS n FROM (SELECT event_type, SUM(events) AS s \
+             FROM platform_analytics_event_hours GROUP BY event_type) h WHERE s <> \
+             (SELECT COUNT(*) FROM platform_analytics_events e WHERE e.event_type = h.event_type)",
+        )
+        .await;
+    assert_eq!(per_type, 0, "each type's buckets add up to its rows");
+    let hour = match app.db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => "date_trunc('hour', timestamp)",
+        _ => "strftime('%Y-%m-%d %H', timestamp)",
+    };
+    let active = app
+        .scalar(&format!(
+            "SELECT COUNT(*) AS n FROM (SELECT DISTINCT user_id, {hour} AS h \
+             FROM platform_analytics_events WHERE user_id IS NOT NULL) x"
+        ))
+        .await;
+    assert!(active > 7, "the events span more than one hour: {active}");
+    assert_eq!(
+        app.count("platform_analytics_event_user_hours").await,
+        active
+    );
+    let metric_sum: i64 = (0..6)
+        .map(|b| (0..50).map(|i| b * 100 + i).sum::<i64>())
+        .sum();
+    for table in [
+        "platform_analytics_metric_minutes",
+        "platform_analytics_metric_hours",
+    ] {
+        assert_eq!(app.scalar(&total(table, "row_count")).await, 300, "{table}");
+        assert_eq!(
+            app.scalar(&total(table, "value_sum")).await,
+            metric_sum,
+            "{table}"
+        );
+    }
+    // Metrics without an endpoint count under "".
+    assert_eq!(
+        app.scalar(&total(
+            "platform_analytics_metric_hours WHERE endpoint = ''",
+            "row_count"
+        ))
+        .await,
+        6 * 17
+    );
+}
+
 #[tokio::test]
 async fn metric_lists_filter_and_page_without_gaps() {
     let app = spawn_app().await;

@@ -333,6 +333,20 @@ impl TestApp {
         row.try_get("", "n").unwrap()
     }
 
+    /// A query's single integer column `n`.
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                sql.to_string(),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get("", "n").unwrap()
+    }
+
     /// Rows in `table` that match `condition`.
     pub async fn count_where(&self, table: &str, condition: &str) -> i64 {
         self.count(&format!("{table} WHERE {condition}")).await

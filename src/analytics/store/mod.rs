@@ -1,0 +1,206 @@
+//! Writes one group of ingest jobs atomically: the rows and the minute and
+//! hour counters they add. Postgres takes the group as one statement
+//! (`postgres`); SQLite in one transaction of multi-row statements.
+
+mod postgres;
+
+use std::collections::HashMap;
+
+use sea_orm::ActiveValue::{NotSet, Set};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, QueryFilter,
+};
+
+use super::queue::{Job, Rows};
+use super::{Event, Metric, NewEvent, NewMetric, counters};
+use crate::entity::{events, metrics};
+
+/// Rows per INSERT statement: far below Postgres' 65,535 bind parameters.
+pub(super) const ROWS_PER_STATEMENT: usize = 1000;
+
+/// A group's stored rows, in job order.
+pub(super) struct Committed {
+    pub(super) events: std::vec::IntoIter<Event>,
+    pub(super) metrics: std::vec::IntoIter<Metric>,
+}
+
+pub(super) async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Committed, DbErr> {
+    let mut new_events: Vec<&NewEvent> = vec![];
+    let mut new_metrics: Vec<&NewMetric> = vec![];
+    for job in jobs {
+        match &job.rows {
+            Rows::Events(v, _) => new_events.extend(v),
+            Rows::Metrics(v, _) => new_metrics.extend(v),
+        }
+    }
+    if db.get_database_backend() == DbBackend::Postgres {
+        let plan = EventPlan::new(db, &new_events).await?;
+        let (events, metrics) = postgres::write(db, &new_events, &plan, &new_metrics).await?;
+        return Ok(Committed {
+            events: events.into_iter(),
+            metrics: metrics.into_iter(),
+        });
+    }
+    let txn = crate::db::begin_write(db).await?;
+    let events = insert_events(&txn, &new_events).await?;
+    let metrics = insert_metrics(&txn, &new_metrics).await?;
+    counters::add_metrics(&txn, &metrics).await?;
+    txn.commit().await?;
+    Ok(Committed {
+        events: events.into_iter(),
+        metrics: metrics.into_iter(),
+    })
+}
+
+fn event_row(e: &NewEvent) -> events::ActiveModel {
+    events::ActiveModel {
+        id: NotSet,
+        user_id: Set(e.user_id),
+        event_type: Set(e.event_type.clone()),
+        event_data: Set(e.event_data.clone()),
+        timestamp: Set(e.timestamp),
+        session_id: Set(e.session_id.clone()),
+        ip_address: Set(e.ip_address.clone()),
+        user_agent: Set(e.user_agent.clone()),
+        event_id: Set(e.event_id.clone()),
+        api_key_id: Set(e.api_key_id),
+    }
+}
+
+pub(super) fn stored_event(id: i64, e: &NewEvent) -> Event {
+    Event {
+        id,
+        user_id: e.user_id,
+        event_type: e.event_type.clone(),
+        event_data: e.event_data.clone(),
+        timestamp: e.timestamp,
+        session_id: e.session_id.clone(),
+        ip_address: e.ip_address.clone(),
+        user_agent: e.user_agent.clone(),
+        event_id: e.event_id.clone(),
+        api_key_id: e.api_key_id,
+    }
+}
+
+/// Which rows of a group need storing: an `event_id` already stored is
+/// answered with the stored row, and a repeat within the group with the
+/// row of its first occurrence.
+pub(super) struct EventPlan<'a> {
+    known: HashMap<String, Event>,
+    /// Indexes of the rows to insert, in group order.
+    pub(super) fresh: Vec<usize>,
+    first_of: HashMap<&'a str, usize>,
+}
+
+impl<'a> EventPlan<'a> {
+    async fn new<C: ConnectionTrait>(conn: &C, rows: &[&'a NewEvent]) -> Result<Self, DbErr> {
+        let ids: Vec<String> = rows.iter().filter_map(|r| r.event_id.clone()).collect();
+        let mut known: HashMap<String, Event> = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            for row in events::Entity::find()
+                .filter(events::Column::EventId.is_in(chunk.iter().cloned()))
+                .all(conn)
+                .await?
+            {
+                if let Some(id) = row.event_id.clone() {
+                    known.insert(id, row);
+                }
+            }
+        }
+        let mut fresh: Vec<usize> = vec![];
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        for (i, row) in rows.iter().enumerate() {
+            match row.event_id.as_deref() {
+                Some(id) if known.contains_key(id) || first_of.contains_key(id) => {}
+                Some(id) => {
+                    first_of.insert(id, i);
+                    fresh.push(i);
+                }
+                None => fresh.push(i),
+            }
+        }
+        Ok(EventPlan {
+            known,
+            fresh,
+            first_of,
+        })
+    }
+
+    /// Every row's answer, given the rows stored now (by index into the group).
+    pub(super) fn answers(&self, rows: &[&NewEvent], stored: &HashMap<usize, Event>) -> Vec<Event> {
+        (0..rows.len())
+            .map(|i| match rows[i].event_id.as_deref() {
+                Some(id) if self.known.contains_key(id) => self.known[id].clone(),
+                Some(id) => stored[&self.first_of[id]].clone(),
+                None => stored[&i].clone(),
+            })
+            .collect()
+    }
+}
+
+/// Inserts events; rows whose `event_id` is already stored (or appears
+/// earlier in this group) are answered with the stored row instead.
+async fn insert_events(txn: &DatabaseTransaction, rows: &[&NewEvent]) -> Result<Vec<Event>, DbErr> {
+    let plan = EventPlan::new(txn, rows).await?;
+    let mut stored: HashMap<usize, Event> = HashMap::with_capacity(plan.fresh.len());
+    for chunk in plan.fresh.chunks(ROWS_PER_STATEMENT) {
+        let keys = events::Entity::insert_many(chunk.iter().map(|&i| event_row(rows[i])))
+            .exec_with_returning_keys(txn)
+            .await?;
+        if keys.len() != chunk.len() {
+            return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
+        }
+        for (&i, id) in chunk.iter().zip(keys) {
+            stored.insert(i, stored_event(id, rows[i]));
+        }
+    }
+    // Only rows stored now count; retried event_ids were counted before.
+    let new: Vec<&Event> = plan.fresh.iter().map(|i| &stored[i]).collect();
+    counters::add_events(txn, &new).await?;
+    Ok(plan.answers(rows, &stored))
+}
+
+async fn insert_metrics(
+    txn: &DatabaseTransaction,
+    rows: &[&NewMetric],
+) -> Result<Vec<Metric>, DbErr> {
+    let mut out = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let models = chunk.iter().map(|m| metrics::ActiveModel {
+            id: NotSet,
+            metric_name: Set(m.metric_name.clone()),
+            metric_value: Set(m.metric_value),
+            metric_type: Set(m.metric_type.as_str().to_string()),
+            user_id: Set(m.user_id),
+            service_name: Set(m.service_name.clone()),
+            endpoint: Set(m.endpoint.clone()),
+            labels: Set(m.labels.clone()),
+            timestamp: Set(m.timestamp),
+            api_key_id: Set(m.api_key_id),
+        });
+        let keys = metrics::Entity::insert_many(models)
+            .exec_with_returning_keys(txn)
+            .await?;
+        if keys.len() != chunk.len() {
+            return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
+        }
+        out.extend(chunk.iter().zip(keys).map(|(m, id)| stored_metric(id, m)));
+    }
+    Ok(out)
+}
+
+pub(super) fn stored_metric(id: i64, m: &NewMetric) -> Metric {
+    Metric {
+        id,
+        metric_name: m.metric_name.clone(),
+        metric_value: m.metric_value,
+        metric_type: m.metric_type.as_str().to_string(),
+        user_id: m.user_id,
+        service_name: m.service_name.clone(),
+        endpoint: m.endpoint.clone(),
+        labels: m.labels.clone(),
+        timestamp: m.timestamp,
+        api_key_id: m.api_key_id,
+    }
+}

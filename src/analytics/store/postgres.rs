@@ -1,0 +1,216 @@
+//! A group as one Postgres statement: the rows go in as arrays through
+//! `unnest`, and the counter upserts ride in the same statement as
+//! data-modifying CTEs, so a group is atomic in one round trip. The text is
+//! the same for every group, so each connection prepares it once (multi-row
+//! `VALUES` differed with every group size, and a group took six round trips:
+//! begin, insert, three upserts, commit).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+use sea_orm::sqlx;
+use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
+
+use super::{EventPlan, stored_event, stored_metric};
+use crate::analytics::counters::{event_buckets, metric_buckets, user_hours};
+use crate::analytics::{Event, Metric, NewEvent, NewMetric};
+use crate::time::Grain;
+
+const WRITE: &str = r#"
+WITH e AS (
+    INSERT INTO platform_analytics_events
+        (user_id, event_type, event_data, "timestamp", session_id, ip_address, user_agent, event_id, api_key_id)
+    SELECT u, t, d::json, ts, s, ip, ua, eid, k
+    FROM unnest($1::int4[], $2::text[], $3::text[], $4::timestamp[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::int4[]) AS r(u, t, d, ts, s, ip, ua, eid, k)
+    RETURNING id
+), event_minutes AS (
+    INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
+    SELECT * FROM unnest($10::timestamp[], $11::text[], $12::int8[])
+    ON CONFLICT (bucket, event_type)
+    DO UPDATE SET events = platform_analytics_event_minutes.events + excluded.events
+), event_hours AS (
+    INSERT INTO platform_analytics_event_hours (bucket, event_type, events)
+    SELECT * FROM unnest($13::timestamp[], $14::text[], $15::int8[])
+    ON CONFLICT (bucket, event_type)
+    DO UPDATE SET events = platform_analytics_event_hours.events + excluded.events
+), user_hours AS (
+    INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
+    SELECT * FROM unnest($16::timestamp[], $17::int4[])
+    ON CONFLICT (bucket, user_id) DO NOTHING
+), m AS (
+    INSERT INTO platform_analytics_metrics
+        (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, "timestamp", api_key_id)
+    SELECT n, v, ty, u, sv, ep, l::json, ts, k
+    FROM unnest($18::text[], $19::float8[], $20::text[], $21::int4[], $22::text[], $23::text[],
+                $24::text[], $25::timestamp[], $26::int4[]) AS r(n, v, ty, u, sv, ep, l, ts, k)
+    RETURNING id
+), metric_minutes AS (
+    INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)
+    SELECT * FROM unnest($27::timestamp[], $28::text[], $29::text[], $30::int8[], $31::float8[])
+    ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
+        row_count = platform_analytics_metric_minutes.row_count + excluded.row_count,
+        value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum
+), metric_hours AS (
+    INSERT INTO platform_analytics_metric_hours (bucket, metric_name, endpoint, row_count, value_sum)
+    SELECT * FROM unnest($32::timestamp[], $33::text[], $34::text[], $35::int8[], $36::float8[])
+    ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
+        row_count = platform_analytics_metric_hours.row_count + excluded.row_count,
+        value_sum = platform_analytics_metric_hours.value_sum + excluded.value_sum
+)
+SELECT false AS metric, id FROM e
+UNION ALL
+SELECT true, id FROM m
+"#;
+
+/// Writes the plan's fresh events, every metric and their counters; answers
+/// each event (stored now or before) and each metric in group order.
+pub(super) async fn write(
+    db: &DatabaseConnection,
+    events: &[&NewEvent],
+    plan: &EventPlan<'_>,
+    metrics: &[&NewMetric],
+) -> Result<(Vec<Event>, Vec<Metric>), DbErr> {
+    let fresh: Vec<&NewEvent> = plan.fresh.iter().map(|&i| events[i]).collect();
+    let mut query = sqlx::query_as::<_, (bool, i64)>(WRITE);
+    query = bind_events(query, &fresh);
+    query = bind_metrics(query, metrics);
+    let returned = query
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))?;
+
+    // Identity values rise in insertion order, which is the arrays' order:
+    // sorted, they pair with the rows whatever order RETURNING used.
+    let (mut metric_ids, mut event_ids): (Vec<_>, Vec<_>) =
+        returned.into_iter().partition(|(metric, _)| *metric);
+    event_ids.sort_unstable();
+    metric_ids.sort_unstable();
+    if event_ids.len() != fresh.len() || metric_ids.len() != metrics.len() {
+        return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
+    }
+    let stored: HashMap<usize, Event> = plan
+        .fresh
+        .iter()
+        .zip(event_ids)
+        .map(|(&i, (_, id))| (i, stored_event(id, events[i])))
+        .collect();
+    let metrics = metrics
+        .iter()
+        .zip(metric_ids)
+        .map(|(m, (_, id))| stored_metric(id, m))
+        .collect();
+    Ok((plan.answers(events, &stored), metrics))
+}
+
+type Query<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (bool, i64), sqlx::postgres::PgArguments>;
+
+fn bind_events<'q>(query: Query<'q>, rows: &[&NewEvent]) -> Query<'q> {
+    let mut query = query
+        .bind(rows.iter().map(|e| e.user_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|e| e.event_data.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|e| e.timestamp).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|e| e.session_id.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|e| e.ip_address.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            rows.iter()
+                .map(|e| e.user_agent.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|e| e.api_key_id).collect::<Vec<_>>());
+    for grain in [Grain::Minute, Grain::Hour] {
+        let counts = event_buckets(
+            rows.iter().map(|e| (e.timestamp, e.event_type.as_str())),
+            grain,
+        );
+        let (mut buckets, mut types, mut events) = (vec![], vec![], vec![]);
+        for ((b, t), n) in counts {
+            buckets.push(b);
+            types.push(t.to_string());
+            events.push(n);
+        }
+        query = query.bind(buckets).bind(types).bind(events);
+    }
+    let (buckets, users): (Vec<NaiveDateTime>, Vec<i32>) =
+        user_hours(rows.iter().map(|e| (e.timestamp, e.user_id)))
+            .into_iter()
+            .unzip();
+    query.bind(buckets).bind(users)
+}
+
+fn bind_metrics<'q>(query: Query<'q>, rows: &[&NewMetric]) -> Query<'q> {
+    let mut query = query
+        .bind(
+            rows.iter()
+                .map(|m| m.metric_name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.metric_value).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| m.metric_type.as_str().to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.user_id).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| m.service_name.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.endpoint.clone()).collect::<Vec<_>>())
+        .bind(
+            rows.iter()
+                .map(|m| m.labels.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(rows.iter().map(|m| m.timestamp).collect::<Vec<_>>())
+        .bind(rows.iter().map(|m| m.api_key_id).collect::<Vec<_>>());
+    for grain in [Grain::Minute, Grain::Hour] {
+        let sums = metric_buckets(
+            rows.iter().map(|m| {
+                (
+                    m.timestamp,
+                    m.metric_name.as_str(),
+                    m.endpoint.as_deref(),
+                    m.metric_value,
+                )
+            }),
+            grain,
+        );
+        let (mut buckets, mut names, mut endpoints, mut counts, mut values) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for ((b, name, endpoint), (n, sum)) in sums {
+            buckets.push(b);
+            names.push(name.to_string());
+            endpoints.push(endpoint.to_string());
+            counts.push(n);
+            values.push(sum);
+        }
+        query = query
+            .bind(buckets)
+            .bind(names)
+            .bind(endpoints)
+            .bind(counts)
+            .bind(values);
+    }
+    query
+}
