@@ -110,14 +110,42 @@ pub(super) fn user_hours(
         .collect()
 }
 
+/// What the metric counters read of a row, stored or about to be.
+pub(super) trait MetricKey {
+    fn key(&self) -> (NaiveDateTime, &str, Option<&str>, f64);
+}
+
+impl MetricKey for Metric {
+    fn key(&self) -> (NaiveDateTime, &str, Option<&str>, f64) {
+        (
+            self.timestamp,
+            &self.metric_name,
+            self.endpoint.as_deref(),
+            self.metric_value,
+        )
+    }
+}
+
+impl MetricKey for super::NewMetric {
+    fn key(&self) -> (NaiveDateTime, &str, Option<&str>, f64) {
+        (
+            self.timestamp,
+            &self.metric_name,
+            self.endpoint.as_deref(),
+            self.metric_value,
+        )
+    }
+}
+
 /// Row count and value sum per (bucket, metric name, endpoint or "") at one
 /// grain, in key order.
-pub(super) fn metric_buckets<'a>(
-    rows: impl IntoIterator<Item = (NaiveDateTime, &'a str, Option<&'a str>, f64)>,
+pub(super) fn metric_buckets<'a, M: MetricKey + 'a>(
+    rows: impl IntoIterator<Item = &'a M>,
     grain: Grain,
 ) -> BTreeMap<(NaiveDateTime, &'a str, &'a str), (i64, f64)> {
     let mut sums: BTreeMap<_, (i64, f64)> = BTreeMap::new();
-    for (timestamp, name, endpoint, value) in rows {
+    for row in rows {
+        let (timestamp, name, endpoint, value) = row.key();
         let slot = sums
             .entry((trunc(timestamp, grain.step()), name, endpoint.unwrap_or("")))
             .or_default();
@@ -164,17 +192,7 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
 
 pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Result<(), DbErr> {
     for grain in STORED {
-        let sums = metric_buckets(
-            rows.iter().map(|m| {
-                (
-                    m.timestamp,
-                    m.metric_name.as_str(),
-                    m.endpoint.as_deref(),
-                    m.metric_value,
-                )
-            }),
-            grain,
-        );
+        let sums = metric_buckets(rows, grain);
         let table = metrics_table(grain);
         upsert(
             conn,

@@ -71,14 +71,8 @@ async fn keys_are_shown_once_stored_as_digests_and_listed_without_secrets() {
     assert_eq!(stored["prefix"].as_str().unwrap(), &secret[..12]);
     assert!(stored.get("secret").is_none());
     let list = app
-        .get("/admin/api-keys")
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_of(app.get("/admin/api-keys").bearer_auth(&admin))
+        .await;
     assert!(
         list.contains("billing") && !list.contains(&secret),
         "{list}"

@@ -334,15 +334,7 @@ async fn docs_and_spec_are_served() {
     let resp = app.client.get(app.url("/docs")).send().await.unwrap();
     assert_eq!(resp.status(), 302);
     assert_eq!(resp.headers()["location"], "/docs/");
-    let html = app
-        .client
-        .get(app.url("/docs/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.text_of(app.client.get(app.url("/docs/"))).await;
     assert!(html.contains("swagger-ui"), "{html}");
     let (status, spec) = json(
         app.client
@@ -365,14 +357,8 @@ async fn docs_and_spec_are_served() {
         serde_json::to_value(platform_server::http::openapi::document()).unwrap()
     );
     let init = app
-        .client
-        .get(app.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .text_of(app.client.get(app.url("/docs/swagger-initializer.js")))
+        .await;
     assert!(init.contains(r#""url": "/openapi.json""#), "{init}");
 }
 

@@ -356,6 +356,11 @@ impl TestApp {
         json(self.post(path).json(&body).send().await.unwrap()).await
     }
 
+    /// A sent request's body as text.
+    pub async fn text_of(&self, request: RequestBuilder) -> String {
+        request.send().await.unwrap().text().await.unwrap()
+    }
+
     /// A GET that must answer 200; its JSON body.
     pub async fn get_ok(&self, path: &str) -> Value {
         let (status, body) = json(self.get(path).send().await.unwrap()).await;

@@ -185,17 +185,7 @@ fn bind_metrics<'q>(query: Query<'q>, rows: &[&NewMetric]) -> Query<'q> {
         .bind(rows.iter().map(|m| m.timestamp).collect::<Vec<_>>())
         .bind(rows.iter().map(|m| m.api_key_id).collect::<Vec<_>>());
     for grain in [Grain::Minute, Grain::Hour] {
-        let sums = metric_buckets(
-            rows.iter().map(|m| {
-                (
-                    m.timestamp,
-                    m.metric_name.as_str(),
-                    m.endpoint.as_deref(),
-                    m.metric_value,
-                )
-            }),
-            grain,
-        );
+        let sums = metric_buckets(rows.iter().copied(), grain);
         let (mut buckets, mut names, mut endpoints, mut counts, mut values) =
             (vec![], vec![], vec![], vec![], vec![]);
         for ((b, name, endpoint), (n, sum)) in sums {
