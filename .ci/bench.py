@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -328,6 +329,30 @@ def main():
         half = run("POST /analytics/events at half rate", "/analytics/events", lua("POST", event, delay_ms=pause),
                    conns=32, unit="events/s")
         half["target_rate"] = round(target)
+        # The same rate while Postgres checkpoints: a CHECKPOINT every 2 s
+        # writes out what the run dirtied, as a busy primary's timed
+        # checkpoints do, and the full-page writes after each one cost the
+        # commits that follow.
+        stop = threading.Event()
+        took = []
+
+        def checkpointer():
+            while not stop.wait(2):
+                t0 = time.perf_counter()
+                subprocess.run(["psql", "-q", db_url, "-c", "CHECKPOINT"], check=True)
+                took.append(time.perf_counter() - t0)
+
+        worker = threading.Thread(target=checkpointer)
+        worker.start()
+        try:
+            during = run("POST /analytics/events at half rate, CHECKPOINT every 2 s", "/analytics/events",
+                         lua("POST", event, delay_ms=pause), conns=32, unit="events/s")
+        finally:
+            stop.set()
+            worker.join()
+        during["target_rate"] = round(target)
+        during["checkpoints"] = len(took)
+        print(f"  {len(took)} checkpoints during it, the longest {max(took, default=0) * 1000:.0f} ms", flush=True)
         batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"} for _ in range(1000)]}
         batches = run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
                       unit="metrics/s", scale=1000)
