@@ -25,10 +25,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 
 import pyotp
+
+from blackbox import check, request, start
 
 BIN = os.environ.get("PLATFORM_BIN", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "debug", "platform-server"))
 KEY = "accounts-key"
@@ -42,27 +42,7 @@ RUN = format(int(time.time() * 1000), "x")
 
 
 def call(method, path, body=None, token=None, timeout=10):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("X-API-Key", KEY)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
-def check(cond, msg):
-    print(("  ok   " if cond else "  FAIL ") + msg, flush=True)
-    if not cond:
-        check.failed = True
-
-
-check.failed = False
+    return request(BASE, KEY, method, path, body, token, timeout)[:2]
 
 
 class Smtp:
@@ -119,15 +99,7 @@ def start_server(env_extra):
            "ADMIN_EMAIL": ADMIN, "ADMIN_PASSWORD": ADMIN_PASSWORD}
     env.update(env_extra)
     log = open(os.path.join(WORK, "server.log"), "a")
-    proc = subprocess.Popen([BIN, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(400):
-        try:
-            if call("GET", "/health/live")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit("server did not start")
+    return start(BIN, env, log, lambda: call("GET", "/health/live")[0] == 200)
 
 
 def timing(label):

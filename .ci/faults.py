@@ -9,7 +9,6 @@ c. Redis stopped: /health degraded, login and verify keep answering, a token
    revoked while Redis is down never passes, and all is normal once it is back.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -17,8 +16,8 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
+
+from blackbox import check, request, start as start_server
 
 BIN = os.environ.get("PLATFORM_BIN", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "target", "debug", "platform-server"))
 KEY = "faults-key"
@@ -29,18 +28,8 @@ REDIS = os.environ["FAULTS_REDIS_URL"]
 
 
 def call(method, path, body=None, token=None, timeout=10):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("X-API-Key", KEY)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null"), dict(r.headers)
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null"), dict(e.headers)
+        return request(BASE, KEY, method, path, body, token, timeout)
     except Exception as e:  # connection refused while stopping
         return 0, {"detail": str(e)}, {}
 
@@ -51,12 +40,7 @@ def start(extra=None):
            "INGEST_WAIT_TIMEOUT": "3", "DATABASE_ACQUIRE_TIMEOUT": "2"}
     env.update(extra or {})
     log = open(os.path.join(tempfile.gettempdir(), "faults-server.log"), "a")
-    p = subprocess.Popen([BIN, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(400):
-        if call("GET", "/health/live")[0] == 200:
-            return p
-        time.sleep(0.05)
-    sys.exit("server did not start")
+    return start_server(BIN, env, log, lambda: call("GET", "/health/live")[0] == 200)
 
 
 class Clients:
@@ -95,15 +79,6 @@ def stored(event_ids):
                          capture_output=True, text=True, check=True).stdout.split()
     have = set(out)
     return [e for e in event_ids if e not in have]
-
-
-def check(cond, msg):
-    print(("  ok   " if cond else "  FAIL ") + msg, flush=True)
-    if not cond:
-        check.failed = True
-
-
-check.failed = False
 
 
 def sigterm():

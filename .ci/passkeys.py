@@ -18,13 +18,11 @@ import json
 import os
 import shutil
 import socketserver
-import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
+
+from blackbox import check, request, start
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/platform-server"
 KEY = "passkeys-key"
@@ -79,28 +77,8 @@ async function passwordless() {
 </script><p>passkeys test page</p>""" % (API, KEY)
 
 
-def check(cond, msg):
-    print(("  ok   " if cond else "  FAIL ") + msg, flush=True)
-    if not cond:
-        check.failed = True
-
-
-check.failed = False
-
-
 def call(method, path, body=None, token=None):
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(API + path, data=data, method=method)
-    req.add_header("X-API-Key", KEY)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
+    return request(API, KEY, method, path, body, token)[:2]
 
 
 def claims(token):
@@ -137,15 +115,7 @@ def start_server():
     if os.environ.get("PASSKEYS_DATABASE_URL"):
         env["DATABASE_URL"] = os.environ["PASSKEYS_DATABASE_URL"]
     log = open(os.path.join(WORK, "server.log"), "w")
-    proc = subprocess.Popen([BIN, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    for _ in range(400):
-        try:
-            if call("GET", "/health/live")[0] == 200:
-                return proc
-        except OSError:
-            pass
-        time.sleep(0.05)
-    sys.exit("server did not start")
+    return start(BIN, env, log, lambda: call("GET", "/health/live")[0] == 200)
 
 
 def browser():
