@@ -16,7 +16,8 @@ use super::queue::{Job, Rows};
 use super::{Event, Metric, NewEvent, NewMetric, counters};
 use crate::entity::{events, metrics};
 
-/// Rows per INSERT statement: far below Postgres' 65,535 bind parameters.
+/// Rows per multi-row statement (SQLite inserts, `event_id` lookups): far
+/// below the bind-parameter limits. Postgres inserts a group as arrays.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;
 
 /// A group's stored rows, in job order.
