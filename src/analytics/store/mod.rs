@@ -99,11 +99,15 @@ impl<'a> EventPlan<'a> {
         let ids: Vec<String> = rows.iter().filter_map(|r| r.event_id.clone()).collect();
         let mut known: HashMap<String, Event> = HashMap::new();
         for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            for row in events::Entity::find()
-                .filter(events::Column::EventId.is_in(chunk.iter().cloned()))
-                .all(conn)
-                .await?
-            {
+            let found = if conn.get_database_backend() == DbBackend::Postgres {
+                postgres::stored_with_event_ids(conn, chunk).await?
+            } else {
+                events::Entity::find()
+                    .filter(events::Column::EventId.is_in(chunk.iter().cloned()))
+                    .all(conn)
+                    .await?
+            };
+            for row in found {
                 if let Some(id) = row.event_id.clone() {
                     known.insert(id, row);
                 }

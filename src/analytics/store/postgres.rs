@@ -1,6 +1,6 @@
 //! A group as one Postgres statement: the rows go in as arrays through
-//! `unnest`, and the counter upserts ride in the same statement as
-//! data-modifying CTEs, so a group is atomic in one round trip. The text is
+//! `unnest`, and the `event_id` keys and counter upserts ride in the same
+//! statement as data-modifying CTEs, so a group is atomic in one round trip. The text is
 //! the same for every group, so each connection prepares it once (multi-row
 //! `VALUES` differed with every group size, and a group took six round trips:
 //! begin, insert, three upserts, commit).
@@ -10,11 +10,14 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use sea_orm::sqlx;
-use sea_orm::{DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr, Statement,
+};
 
 use super::{EventPlan, stored_event, stored_metric};
 use crate::analytics::counters::{event_buckets, metric_buckets, user_hours};
 use crate::analytics::{Event, Metric, NewEvent, NewMetric};
+use crate::entity::events;
 use crate::time::Grain;
 
 const WRITE: &str = r#"
@@ -24,7 +27,10 @@ WITH e AS (
     SELECT u, t, d::json, ts, s, ip, ua, eid, k
     FROM unnest($1::int4[], $2::text[], $3::text[], $4::timestamp[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::int4[]) AS r(u, t, d, ts, s, ip, ua, eid, k)
-    RETURNING id
+    RETURNING id, event_id, "timestamp"
+), event_keys AS (
+    INSERT INTO platform_analytics_event_keys (event_id, event_pk, "timestamp")
+    SELECT event_id, id, "timestamp" FROM e WHERE event_id IS NOT NULL
 ), event_minutes AS (
     INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
     SELECT * FROM unnest($10::timestamp[], $11::text[], $12::int8[])
@@ -102,6 +108,25 @@ pub(super) async fn write(
         .map(|(m, (_, id))| stored_metric(id, m))
         .collect();
     Ok((plan.answers(events, &stored), metrics))
+}
+
+/// The stored rows of these `event_id`s. The key table holds each id once
+/// across partitions and points at its row by `(id, timestamp)`, the key
+/// every partition is searched by.
+pub(super) async fn stored_with_event_ids<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[String],
+) -> Result<Vec<Event>, DbErr> {
+    events::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            r#"SELECT e.* FROM platform_analytics_event_keys k
+               JOIN platform_analytics_events e ON e.id = k.event_pk AND e."timestamp" = k."timestamp"
+               WHERE k.event_id = ANY($1)"#,
+            [ids.to_vec().into()],
+        ))
+        .all(conn)
+        .await
 }
 
 type Query<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (bool, i64), sqlx::postgres::PgArguments>;
