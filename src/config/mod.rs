@@ -125,6 +125,9 @@ struct Raw {
     ingest_writers: usize,
     usage_rollup_interval: u64,
     retention_interval: u64,
+    partition_job_interval: u64,
+    analytics_partition_interval: String,
+    analytics_partitions_ahead: u32,
     pricing: Vec<PriceEntry>,
     model_prices: String,
 }
@@ -438,9 +441,31 @@ impl Settings {
             "usage_rollup_interval",
             "USAGE_ROLLUP_INTERVAL and RETENTION_INTERVAL must be at least 1 second",
         )?;
+        ensure(
+            r.partition_job_interval > 0,
+            "partition_job_interval",
+            "must be at least 1 second",
+        )?;
+        let interval = PartitionInterval::parse(&r.analytics_partition_interval).ok_or_else(|| {
+            bad(
+                "analytics_partition_interval",
+                "must be one of hour, day, week, month",
+            )
+        })?;
+        ensure(
+            r.analytics_partitions_ahead <= 1000,
+            "analytics_partitions_ahead",
+            "must be at most 1000",
+        )?;
         let jobs = JobSettings {
             usage_rollup_interval: Duration::from_secs(r.usage_rollup_interval),
             retention_interval: Duration::from_secs(r.retention_interval),
+            partition_job_interval: Duration::from_secs(r.partition_job_interval),
+            partitions: PartitionSettings {
+                interval,
+                ahead: r.analytics_partitions_ahead,
+                clock_skew: analytics.clock_skew,
+            },
             prices: price_list(r.pricing, &r.model_prices)?,
         };
 

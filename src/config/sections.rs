@@ -250,6 +250,9 @@ pub struct AnalyticsSettings {
 pub struct JobSettings {
     pub usage_rollup_interval: Duration,
     pub retention_interval: Duration,
+    /// How often the partition job runs (Postgres).
+    pub partition_job_interval: Duration,
+    pub partitions: PartitionSettings,
     /// The price table, checked.
     pub prices: Vec<PriceEntry>,
 }
@@ -262,4 +265,44 @@ pub struct PriceEntry {
     pub output_per_million: f64,
     /// RFC 3339 or a plain date (`2025-01-01`, midnight UTC).
     pub effective_from: String,
+}
+
+/// The range one partition of the raw tables covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionInterval {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+impl PartitionInterval {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hour" | "hourly" => Some(Self::Hour),
+            "day" | "daily" => Some(Self::Day),
+            "week" | "weekly" => Some(Self::Week),
+            "month" | "monthly" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    /// The unit as Postgres' `date_trunc` names it.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PartitionSettings {
+    pub interval: PartitionInterval,
+    /// Intervals made ahead beyond the furthest client timestamp.
+    pub ahead: u32,
+    /// How far ahead a client timestamp may lie (the analytics setting).
+    pub clock_skew: Duration,
 }

@@ -16,7 +16,8 @@ pub struct JobReport {
     pub job: &'static str,
     /// False when another replica held the lock; nothing was done here.
     pub ran: bool,
-    /// Usage rows written (rollup) or rows deleted (retention).
+    /// Usage rows written (rollup), rows deleted (retention) or partitions
+    /// created (partitions).
     pub rows: i64,
     pub duration_ms: i64,
     /// Highest metric id folded into the usage tables (rollup).
@@ -104,7 +105,28 @@ pub async fn run_retention(
     run(&state, &caller, Job::Retention).await
 }
 
+/// Create the time partitions due now and drain the default partition
+/// (Postgres; elsewhere `ran` is false). Admin, or a service with only the
+/// API key.
+#[utoipa::path(
+    post, path = "/analytics/jobs/partitions", tag = "usage",
+    responses(
+        (status = 200, description = "What the run did", body = JobReport),
+        (status = 403, description = "A non-admin user", body = ErrorBody),
+        (status = 503, description = "Database unavailable; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn run_partitions(
+    state: web::Data<AppState>,
+    caller: MaybeUser,
+) -> Result<HttpResponse, ApiError> {
+    run(&state, &caller, Job::Partitions).await
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/analytics/jobs/rollup").route(web::post().to(run_rollup)))
-        .service(web::resource("/analytics/jobs/retention").route(web::post().to(run_retention)));
+        .service(web::resource("/analytics/jobs/retention").route(web::post().to(run_retention)))
+        .service(
+            web::resource("/analytics/jobs/partitions").route(web::post().to(run_partitions)),
+        );
 }

@@ -75,6 +75,7 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::http::analytics::usage::get_costs,
         crate::http::jobs::run_rollup,
         crate::http::jobs::run_retention,
+        crate::http::jobs::run_partitions,
         crate::http::keys::create_key,
         crate::http::keys::list_keys,
         crate::http::keys::get_key,

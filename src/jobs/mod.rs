@@ -1,7 +1,8 @@
-//! Background jobs: the usage rollup and retention. Each run takes a
+//! Background jobs: the usage rollup, retention and time partitions. Each run takes a
 //! Postgres advisory lock (a process lock on SQLite), so with many replicas a
 //! job runs once per tick, and records its outcome in `platform_jobs`.
 
+pub mod partitions;
 mod retention;
 mod usage_rollup;
 
@@ -21,16 +22,18 @@ use crate::entity::jobs;
 pub enum Job {
     UsageRollup,
     Retention,
+    Partitions,
 }
 
 impl Job {
-    pub const ALL: [Job; 2] = [Job::UsageRollup, Job::Retention];
+    pub const ALL: [Job; 3] = [Job::UsageRollup, Job::Retention, Job::Partitions];
 
     /// As stored in `platform_jobs.name` and shown in `/health` and metrics.
     pub fn name(self) -> &'static str {
         match self {
             Job::UsageRollup => "rollup",
             Job::Retention => "retention",
+            Job::Partitions => "partitions",
         }
     }
 }
@@ -64,7 +67,8 @@ pub struct RunReport {
     pub job: Job,
     /// False when another replica held the lock; nothing was done here.
     pub ran: bool,
-    /// Usage rows written (rollup) or rows deleted (retention).
+    /// Usage rows written (rollup), rows deleted (retention) or partitions
+    /// created.
     pub rows: i64,
     pub duration_ms: i64,
     /// Highest metric id folded into the usage tables (rollup).
@@ -90,7 +94,7 @@ pub struct Jobs {
     prices: PriceTable,
     retention_days: u32,
     settings: JobSettings,
-    locks: [Mutex<()>; 2],
+    locks: [Mutex<()>; 3],
 }
 
 impl Jobs {
@@ -100,7 +104,7 @@ impl Jobs {
             prices: PriceTable::new(&settings.prices),
             retention_days,
             settings: settings.clone(),
-            locks: [Mutex::new(()), Mutex::new(())],
+            locks: [Mutex::new(()), Mutex::new(()), Mutex::new(())],
         })
     }
 
@@ -111,6 +115,15 @@ impl Jobs {
         let result = match job {
             Job::UsageRollup => usage_rollup::run_once(&self.db, &self.prices, started).await,
             Job::Retention => retention::run_once(&self.db, self.retention_days, started).await,
+            Job::Partitions => {
+                partitions::run_once(
+                    &self.db,
+                    &self.settings.partitions,
+                    self.retention_days,
+                    started,
+                )
+                .await
+            }
         };
         match &result {
             Ok(r) if r.ran => {
@@ -136,7 +149,7 @@ impl Jobs {
         result
     }
 
-    /// Starts both schedules; they stop when `shutdown` turns true.
+    /// Starts the schedules; they stop when `shutdown` turns true.
     pub fn start(
         self: &Arc<Self>,
         shutdown: &watch::Receiver<bool>,
@@ -152,6 +165,8 @@ impl Jobs {
             // The rollup runs at once; retention only after its first period,
             // so adopting a database never deletes anything the moment it starts.
             Job::UsageRollup => (self.settings.usage_rollup_interval, Duration::ZERO),
+            // Partitions for today and ahead exist before the first writes.
+            Job::Partitions => (self.settings.partition_job_interval, Duration::ZERO),
             Job::Retention => (
                 self.settings.retention_interval,
                 self.settings.retention_interval,

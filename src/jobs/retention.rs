@@ -1,13 +1,20 @@
-//! Deletes raw events and metrics older than `ANALYTICS_RETENTION_DAYS` in
-//! bounded batches (short transactions, so ingestion never waits long), the
-//! counter buckets wholly before the same horizon, and expired sessions.
+//! Retention: raw events and metrics older than `ANALYTICS_RETENTION_DAYS`,
+//! the counter buckets wholly before the same horizon, and expired sessions.
 //! Usage rows stay.
+//!
+//! On Postgres a time partition goes whole once its range ends before the
+//! horizon (detach, drop: no row deletes, no vacuum churn), so rows stay up
+//! to one partition range past it. Only the first partition of a migrated
+//! database (its range starts at MINVALUE), the default partition and the
+//! `event_id` keys lose rows one batch at a time. SQLite deletes rows in
+//! bounded batches (short transactions, so ingestion never waits long).
 
 use std::time::Instant;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
+use super::partitions::{self, TABLES};
 use super::{Job, JobError, RunReport, record, try_advisory_lock};
 use crate::analytics::counters;
 use crate::time::now;
@@ -26,8 +33,27 @@ pub(super) async fn run_once(
 ) -> Result<RunReport, JobError> {
     let cutoff = horizon(retention_days);
     let mut deleted: i64 = 0;
+    // (table, key column) whose rows go one batch at a time.
+    let mut by_rows: Vec<(String, &str)> = vec![];
+    if db.get_database_backend() == DbBackend::Postgres {
+        match partitions::drop_before(db, cutoff).await? {
+            Some(rows) => deleted += rows,
+            None => return Ok(RunReport::new(Job::Retention, false, 0, started, None)),
+        }
+        for table in TABLES {
+            for p in partitions::list(db, table).await? {
+                if p.from.is_none() {
+                    by_rows.push((p.name, "id"));
+                }
+            }
+            by_rows.push((format!("{table}_default"), "id"));
+        }
+        by_rows.push(("platform_analytics_event_keys".into(), "event_id"));
+    } else {
+        by_rows.extend(TABLES.map(|t| (t.to_string(), "id")));
+    }
     let mut ran = false;
-    for table in ["platform_analytics_events", "platform_analytics_metrics"] {
+    for (table, key) in &by_rows {
         loop {
             let txn = crate::db::begin_write(db).await?;
             if !try_advisory_lock(&txn, Job::Retention).await? {
@@ -35,7 +61,7 @@ pub(super) async fn run_once(
                 break;
             }
             ran = true;
-            let n = delete_batch(&txn, table, "timestamp", cutoff).await?;
+            let n = delete_batch(&txn, table, key, "timestamp", cutoff).await?;
             txn.commit().await?;
             deleted += n as i64;
             if n < BATCH {
@@ -48,30 +74,32 @@ pub(super) async fn run_once(
         // The per-minute and per-hour counters of the deleted rows.
         deleted += counters::delete_before(&txn, cutoff).await? as i64;
         // Sessions whose refresh tokens can no longer be used (cascade).
-        deleted += delete_batch(&txn, "platform_auth_sessions", "expires_at", now()).await? as i64;
+        deleted += delete_batch(&txn, "platform_auth_sessions", "id", "expires_at", now()).await?
+            as i64;
         record(&txn, Job::Retention, started, deleted, None, None).await?;
         txn.commit().await?;
     }
     Ok(RunReport::new(Job::Retention, ran, deleted, started, None))
 }
 
-/// `DELETE … WHERE id IN (SELECT id … LIMIT n)`: portable and bounded.
+/// `DELETE … WHERE key IN (SELECT key … LIMIT n)`: portable and bounded.
 async fn delete_batch<C: ConnectionTrait>(
     conn: &C,
     table: &str,
+    key: &str,
     column: &str,
     before: chrono::NaiveDateTime,
 ) -> Result<u64, DbErr> {
     let table = Alias::new(table);
     let ids = Query::select()
-        .column(Alias::new("id"))
+        .column(Alias::new(key))
         .from(table.clone())
         .and_where(Expr::col(Alias::new(column)).lt(before))
         .limit(BATCH)
         .to_owned();
     let stmt = Query::delete()
         .from_table(table)
-        .and_where(Expr::col(Alias::new("id")).in_subquery(ids))
+        .and_where(Expr::col(Alias::new(key)).in_subquery(ids))
         .to_owned();
     Ok(conn.execute(&stmt).await?.rows_affected())
 }
