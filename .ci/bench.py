@@ -135,7 +135,20 @@ def load_rows(db_url, events, metrics, users):
     API; then the loaded rows are folded into the minute/hour rollups the
     ingest writer keeps for rows that come through the API."""
     days = 30
+    # The partition job makes partitions from today on; loaded history gets
+    # its days' partitions first (else it would all sit in the default one).
     sql = f"""
+    DO $$ DECLARE d date; t text; BEGIN
+      FOR d IN SELECT generate_series((now() at time zone 'utc')::date - {days + 1},
+                                      (now() at time zone 'utc')::date, '1 day')::date LOOP
+        FOREACH t IN ARRAY ARRAY['platform_analytics_events', 'platform_analytics_metrics'] LOOP
+          IF to_regclass(t || '_p' || to_char(d, 'YYYYMMDD')) IS NULL THEN
+            EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
+                           t || '_p' || to_char(d, 'YYYYMMDD'), t, d, d + 1);
+          END IF;
+        END LOOP;
+      END LOOP;
+    END $$;
     CREATE TEMP TABLE mark AS SELECT
       (SELECT COALESCE(MAX(id), 0) FROM platform_analytics_events) AS e,
       (SELECT COALESCE(MAX(id), 0) FROM platform_analytics_metrics) AS m;

@@ -264,12 +264,21 @@ fn describe_metrics() {
     );
     describe_gauge!(
         "job_last_rows",
-        "Rows the job's last run changed (rollup) or deleted (retention)"
+        "Rows the job's last run changed (rollup), deleted (retention) or partitions it made"
     );
     describe_gauge!(
         "job_lag_seconds",
         Unit::Seconds,
         "Seconds since the job last succeeded on any replica"
+    );
+    describe_gauge!(
+        "analytics_partitions",
+        "Time partitions of the raw table, the default one apart (Postgres)"
+    );
+    describe_gauge!(
+        "analytics_partitions_ahead_seconds",
+        Unit::Seconds,
+        "How far past now the raw table's partitions reach without a gap"
     );
 }
 

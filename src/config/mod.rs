@@ -446,12 +446,13 @@ impl Settings {
             "partition_job_interval",
             "must be at least 1 second",
         )?;
-        let interval = PartitionInterval::parse(&r.analytics_partition_interval).ok_or_else(|| {
-            bad(
-                "analytics_partition_interval",
-                "must be one of hour, day, week, month",
-            )
-        })?;
+        let interval =
+            PartitionInterval::parse(&r.analytics_partition_interval).ok_or_else(|| {
+                bad(
+                    "analytics_partition_interval",
+                    "must be one of hour, day, week, month",
+                )
+            })?;
         ensure(
             r.analytics_partitions_ahead <= 1000,
             "analytics_partitions_ahead",

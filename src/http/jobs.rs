@@ -126,7 +126,5 @@ pub async fn run_partitions(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/analytics/jobs/rollup").route(web::post().to(run_rollup)))
         .service(web::resource("/analytics/jobs/retention").route(web::post().to(run_retention)))
-        .service(
-            web::resource("/analytics/jobs/partitions").route(web::post().to(run_partitions)),
-        );
+        .service(web::resource("/analytics/jobs/partitions").route(web::post().to(run_partitions)));
 }

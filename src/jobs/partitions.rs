@@ -178,14 +178,26 @@ pub(super) async fn run_once(
                     });
                 }
                 Created::LockedElsewhere => {
-                    return Ok(RunReport::new(Job::Partitions, false, created, started, None));
+                    return Ok(RunReport::new(
+                        Job::Partitions,
+                        false,
+                        created,
+                        started,
+                        None,
+                    ));
                 }
             }
         }
         report(table, &existing, at);
     }
     record(db, Job::Partitions, started, created, None, None).await?;
-    Ok(RunReport::new(Job::Partitions, true, created, started, None))
+    Ok(RunReport::new(
+        Job::Partitions,
+        true,
+        created,
+        started,
+        None,
+    ))
 }
 
 enum Created {
@@ -303,7 +315,10 @@ mod tests {
         assert_eq!(floor(PartitionInterval::Hour, at), t("2026-12-02 17:00:00"));
         assert_eq!(floor(PartitionInterval::Day, at), t("2026-12-02 00:00:00"));
         assert_eq!(floor(PartitionInterval::Week, at), t("2026-11-30 00:00:00"));
-        assert_eq!(floor(PartitionInterval::Month, at), t("2026-12-01 00:00:00"));
+        assert_eq!(
+            floor(PartitionInterval::Month, at),
+            t("2026-12-01 00:00:00")
+        );
         assert_eq!(
             next(PartitionInterval::Month, t("2026-12-01 00:00:00")),
             t("2027-01-01 00:00:00")
@@ -322,7 +337,10 @@ mod tests {
         );
         assert_eq!(
             parse_bound("FOR VALUES FROM ('2026-12-02 00:00:00') TO ('2026-12-03 00:00:00')"),
-            Some((Some(t("2026-12-02 00:00:00")), Some(t("2026-12-03 00:00:00"))))
+            Some((
+                Some(t("2026-12-02 00:00:00")),
+                Some(t("2026-12-03 00:00:00"))
+            ))
         );
         assert_eq!(parse_bound("DEFAULT"), None);
     }

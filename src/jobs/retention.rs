@@ -74,8 +74,8 @@ pub(super) async fn run_once(
         // The per-minute and per-hour counters of the deleted rows.
         deleted += counters::delete_before(&txn, cutoff).await? as i64;
         // Sessions whose refresh tokens can no longer be used (cascade).
-        deleted += delete_batch(&txn, "platform_auth_sessions", "id", "expires_at", now()).await?
-            as i64;
+        deleted +=
+            delete_batch(&txn, "platform_auth_sessions", "id", "expires_at", now()).await? as i64;
         record(&txn, Job::Retention, started, deleted, None, None).await?;
         txn.commit().await?;
     }

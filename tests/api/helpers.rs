@@ -164,7 +164,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         _sqlite_dir: backend.sqlite_dir,
         pg_database: backend.pg_database,
     };
-    app.await_startup_rollup().await;
+    app.await_startup_jobs().await;
     app
 }
 
@@ -298,11 +298,14 @@ impl TestApp {
     }
 
     /// Waits (up to 10 s) for the rollup that every start runs, so a test's
-    /// own trigger never races it for the rows the test just wrote. A
-    /// database left unmigrated on purpose has no job table: nothing to wait for.
-    async fn await_startup_rollup(&self) {
+    /// own trigger never races it for the rows the test just wrote, and for
+    /// the partitions Postgres makes at start. A database left unmigrated on
+    /// purpose has no job table: nothing to wait for.
+    async fn await_startup_jobs(&self) {
+        // Postgres also makes its time partitions at start.
+        let expected = if using_postgres() { 2 } else { 1 };
         let sql = "SELECT COUNT(*) AS n FROM platform_jobs \
-                   WHERE name = 'rollup' AND last_run_at IS NOT NULL";
+                   WHERE name IN ('rollup', 'partitions') AND last_run_at IS NOT NULL";
         for _ in 0..200 {
             let ran = self
                 .db
@@ -313,7 +316,7 @@ impl TestApp {
                 .await;
             match ran {
                 Err(_) => return,
-                Ok(Some(row)) if row.try_get::<i64>("", "n").unwrap_or(0) > 0 => return,
+                Ok(Some(row)) if row.try_get::<i64>("", "n").unwrap_or(0) >= expected => return,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }

@@ -15,4 +15,5 @@ mod cli;
 mod foundation;
 mod hardening;
 mod mfa;
+mod partitions;
 mod usage;
