@@ -69,6 +69,34 @@ restart_postgres() {
     -o "-p $PG_PORT -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 ${PG_EXTRA_OPTS:--c fsync=off}" start >/dev/null
 }
 
+# A streaming replica of the primary (pg_basebackup -R) on the next port.
+# Its settings live in its own postgresql.auto.conf, so a test can stop it
+# and start it again with pg_ctl alone. Exports TEST_REPLICA_URL and
+# TEST_REPLICA_DATADIR.
+start_replica() {
+  local bin; bin=$(pg_bin)
+  local port=${REPLICA_PORT:-$((PG_PORT + 1))}
+  rm -rf "$SERVICES_DIR/replica"
+  as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$PG_PORT" -U postgres -D "$SERVICES_DIR/replica" \
+    -R -X stream -c fast --no-sync
+  cat >>"$SERVICES_DIR/replica/postgresql.auto.conf" <<CONF
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$SERVICES_DIR'
+max_connections = 400
+fsync = off
+CONF
+  as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/replica" -l "$SERVICES_DIR/replica.log" -w start >/dev/null
+  export TEST_REPLICA_URL="postgres://postgres@127.0.0.1:$port/postgres"
+  export TEST_REPLICA_DATADIR="$SERVICES_DIR/replica"
+  echo "==> streaming replica on 127.0.0.1:$port ($SERVICES_DIR/replica)"
+}
+
+stop_replica() {
+  local bin; bin=$(pg_bin)
+  [ -d "$SERVICES_DIR/replica" ] && as_pg "$bin/pg_ctl" -D "$SERVICES_DIR/replica" -m fast -w stop >/dev/null 2>&1 || true
+}
+
 start_redis() {
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
     --daemonize yes --pidfile "$SERVICES_DIR/redis.pid" --logfile "$SERVICES_DIR/redis.log" \
@@ -88,6 +116,7 @@ stop_redis() {
 # Also removes the data directory this script made (a benchmark's Postgres
 # holds gigabytes); one passed in through SERVICES_DIR is left alone.
 stop_services() {
+  stop_replica
   stop_postgres
   stop_redis
   if [ -n "${SERVICES_DIR_OWNED:-}" ]; then

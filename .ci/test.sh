@@ -17,6 +17,7 @@ echo "==> suite on SQLite + in-process cache (tests that need Postgres or Redis 
 env -u TEST_DATABASE_URL -u TEST_REDIS_URL cargo test --workspace
 
 start_postgres
+start_replica
 start_redis
-echo "==> suite on PostgreSQL + Redis (with the tests that need them)"
+echo "==> suite on PostgreSQL (with a streaming replica) + Redis (with the tests that need them)"
 cargo test --workspace -- --include-ignored

@@ -182,6 +182,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
     if settings.database.run_migrations {
         crate::db::migrate(&db).await?;
     }
+    let reads = crate::db::replicas::Reads::new(
+        db.clone(),
+        &settings.database.replica_urls,
+        settings.database.replica_max_lag,
+        settings.database.acquire_timeout,
+    )
+    .await?;
     let cache = crate::cache::build(&settings.cache)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     let writer = crate::analytics::queue::start(db.clone(), &settings.analytics, shutdown_rx);
@@ -192,6 +199,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
     background
         .tasks
         .extend(cache.start(background.shutdown.subscribe()));
+    background
+        .tasks
+        .extend(reads.start(background.shutdown.subscribe()));
     let mailer = crate::mail::Mailer::new(db.clone(), &settings.mail, &settings.auth.jwt.secret)?;
     background
         .tasks
@@ -222,6 +232,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
             settings.analytics.retention_days,
         ),
         ingest: writer.handle,
+        reads,
         db,
         cache,
         auth,

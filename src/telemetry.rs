@@ -272,6 +272,19 @@ fn describe_metrics() {
         "Seconds since the job last succeeded on any replica"
     );
     describe_gauge!(
+        "db_replica_lag_seconds",
+        Unit::Seconds,
+        "Replay lag of each read replica at its last check (-1 while unreachable)"
+    );
+    describe_gauge!(
+        "db_replica_in_use",
+        "1 while the replica serves analytics reads, 0 while lagging or unreachable"
+    );
+    describe_counter!(
+        "db_reads_total",
+        "Analytics reads by where they ran: replica or primary"
+    );
+    describe_gauge!(
         "analytics_partitions",
         "Time partitions of the raw table, the default one apart (Postgres)"
     );

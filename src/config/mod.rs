@@ -63,6 +63,8 @@ struct Raw {
     sqlite_path: String,
     database_max_connections: u32,
     database_acquire_timeout: u64,
+    database_replica_urls: SecretString,
+    database_replica_max_lag: f64,
     run_migrations: bool,
 
     redis_url: SecretString,
@@ -367,8 +369,36 @@ impl Settings {
             "database_acquire_timeout",
             "must be at least 1 second",
         )?;
+        ensure(
+            r.database_replica_max_lag > 0.0 && r.database_replica_max_lag <= 3600.0,
+            "database_replica_max_lag",
+            "must be between 0 and 3600 seconds",
+        )?;
+        let url = database_url(r.database_url.expose_secret())?;
+        let mut replica_urls = vec![];
+        for raw in split_list(r.database_replica_urls.expose_secret()) {
+            match database_url(&raw) {
+                Ok(Some(u)) if u.expose_secret().starts_with("postgres://") => replica_urls.push(u),
+                _ => {
+                    return Err(bad(
+                        "database_replica_urls",
+                        "each must start with postgres:// or postgresql://",
+                    ));
+                }
+            }
+        }
+        ensure(
+            replica_urls.is_empty()
+                || url
+                    .as_ref()
+                    .is_some_and(|u| u.expose_secret().starts_with("postgres://")),
+            "database_replica_urls",
+            "replicas need DATABASE_URL to name their Postgres primary",
+        )?;
         let database = DatabaseSettings {
-            url: database_url(r.database_url.expose_secret())?,
+            url,
+            replica_urls,
+            replica_max_lag: Duration::from_secs_f64(r.database_replica_max_lag),
             sqlite_path: PathBuf::from(&r.sqlite_path),
             max_connections: r.database_max_connections,
             acquire_timeout: Duration::from_secs(r.database_acquire_timeout),

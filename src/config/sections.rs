@@ -98,6 +98,10 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     pub run_migrations: bool,
+    /// Streaming replicas that serve analytics reads (Postgres).
+    pub replica_urls: Vec<SecretString>,
+    /// A replica further behind than this is left for the primary.
+    pub replica_max_lag: Duration,
 }
 
 #[derive(Debug, Clone)]

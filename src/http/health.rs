@@ -57,6 +57,20 @@ pub struct DatabaseComponent {
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Streaming replicas serving analytics reads, as the last check (every
+    /// second) found them; absent without `DATABASE_REPLICA_URLS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaHealth>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReplicaHealth {
+    /// `host:port/database`.
+    pub name: String,
+    /// `in_use`, `lagging` (past `DATABASE_REPLICA_MAX_LAG`) or `unreachable`.
+    pub state: &'static str,
+    /// Seconds of replay lag; null while unreachable.
+    pub lag_seconds: Option<f64>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -110,6 +124,16 @@ async fn check_database(state: &AppState) -> DatabaseComponent {
         checked_out,
         latency_ms: error.is_none().then(|| ms(start.elapsed())),
         error: error.map(|_| "database unreachable".to_string()),
+        replicas: state
+            .reads
+            .status()
+            .into_iter()
+            .map(|r| ReplicaHealth {
+                name: r.name,
+                state: r.state,
+                lag_seconds: r.lag_seconds,
+            })
+            .collect(),
     }
 }
 

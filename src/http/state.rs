@@ -15,7 +15,10 @@ use crate::keys::Keys;
 
 #[derive(Clone)]
 pub struct AppState {
+    /// The primary: writes, auth, jobs, and reads that must see their writes.
     pub db: DatabaseConnection,
+    /// Analytics reads that may lag: a replica in sync, else the primary.
+    pub reads: Arc<crate::db::replicas::Reads>,
     pub cache: SharedCache,
     pub settings: Arc<Settings>,
     pub started_at: Instant,

@@ -16,4 +16,5 @@ mod foundation;
 mod hardening;
 mod mfa;
 mod partitions;
+mod replicas;
 mod usage;

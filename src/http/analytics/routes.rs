@@ -209,7 +209,13 @@ pub async fn list_metrics(
     page: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (filter, page) = (filter.into_inner().parse()?, page.into_inner().parse()?);
-    let (rows, next_cursor) = queries::list_metrics(&state.db, filter, &page).await?;
+    let (rows, next_cursor) = state
+        .reads
+        .run(|db| {
+            let (filter, page) = (filter.clone(), page.clone());
+            async move { queries::list_metrics(&db, filter, &page).await }
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(MetricList::new(&rows, next_cursor)))
 }
 
@@ -236,7 +242,13 @@ async fn events_page(
     filter: crate::analytics::domain::EventFilter,
     page: &crate::analytics::domain::Page,
 ) -> Result<HttpResponse, ApiError> {
-    let (rows, next_cursor) = queries::list_events(&state.db, filter, page).await?;
+    let (rows, next_cursor) = state
+        .reads
+        .run(|db| {
+            let filter = filter.clone();
+            async move { queries::list_events(&db, filter, page).await }
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(EventList::new(&rows, next_cursor)))
 }
 
@@ -278,7 +290,10 @@ pub async fn by_type(
     let hours = hours(query.hours)?;
     let since = crate::time::now() - chrono::Duration::hours(hours);
     Ok(HttpResponse::Ok().json(ByType {
-        event_types: queries::event_types(&state.db, since, None).await?,
+        event_types: state
+            .reads
+            .run(|db| async move { queries::event_types(&db, since, None).await })
+            .await?,
     }))
 }
 
@@ -300,7 +315,13 @@ pub async fn timeseries(
         .ok_or_else(|| Invalid::new("interval must be minute, hour or day"))?;
     let hours = hours(q.hours)?;
     let event_type = crate::analytics::domain::filter("event_type", q.event_type, 100)?;
-    let buckets = queries::timeseries(&state.db, interval, hours, event_type.as_deref()).await?;
+    let buckets = state
+        .reads
+        .run(|db| {
+            let event_type = event_type.clone();
+            async move { queries::timeseries(&db, interval, hours, event_type.as_deref()).await }
+        })
+        .await?;
     Ok(HttpResponse::Ok().json(Timeseries {
         interval: interval.name().into(),
         buckets,
@@ -321,7 +342,11 @@ pub async fn dashboard(
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hours = hours(query.hours)?;
-    Ok(HttpResponse::Ok().json(queries::dashboard(&state.db, hours).await?))
+    let dashboard = state
+        .reads
+        .run(|db| async move { queries::dashboard(&db, hours).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(dashboard))
 }
 
 /// Platform totals: users, and the last 24 hours of activity.
@@ -330,7 +355,11 @@ pub async fn dashboard(
     responses((status = 200, description = "Summary", body = Summary))
 )]
 pub async fn summary(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(queries::summary(&state.db).await?))
+    let summary = state
+        .reads
+        .run(|db| async move { queries::summary(&db).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(summary))
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -66,7 +66,11 @@ pub async fn get_usage(
     let user = may_read(&caller, user)?.expect("a path user id");
     let period = Period::parse(query.period_type.as_deref())?;
     let days = days(query.days)?;
-    Ok(HttpResponse::Ok().json(usage::usage_rows(&state.db, user, period, days).await?))
+    let rows = state
+        .reads
+        .run(|db| async move { usage::usage_rows(&db, user, period, days).await })
+        .await?;
+    Ok(HttpResponse::Ok().json(rows))
 }
 
 /// Costs over daily rows (each metric counted once), optionally grouped.
@@ -89,10 +93,19 @@ pub async fn get_costs(
     let user = may_read(&caller, user_id(query.user_id)?)?;
     Ok(match query.group_by.as_deref() {
         Some(g) => {
-            let groups = usage::cost_groups(&state.db, user, days, GroupBy::parse(g)?).await?;
+            let group_by = GroupBy::parse(g)?;
+            let groups = state
+                .reads
+                .run(|db| async move { usage::cost_groups(&db, user, days, group_by).await })
+                .await?;
             HttpResponse::Ok().json(groups)
         }
-        None => HttpResponse::Ok().json(usage::costs(&state.db, user, days).await?),
+        None => HttpResponse::Ok().json(
+            state
+                .reads
+                .run(|db| async move { usage::costs(&db, user, days).await })
+                .await?,
+        ),
     })
 }
 

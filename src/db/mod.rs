@@ -1,4 +1,7 @@
-//! Database connection: Postgres when `DATABASE_URL` is set, else embedded SQLite.
+//! Database connection: Postgres when `DATABASE_URL` is set, else embedded
+//! SQLite; and where lagging reads go (`replicas`).
+
+pub mod replicas;
 
 use std::time::Duration;
 
