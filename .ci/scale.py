@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Postgres at scale, in the production configuration (logs on, fsync on):
+ingest on empty tables, SCALE_ROWS events and as many metrics loaded into
+their time partitions (30 days), ingest again with them stored, dashboard
+and usage latency, and retention dropping a day. With BENCH_REPLICA_URL (a
+streaming replica, `BENCH_REPLICA=1 .ci/scale.sh`), the dashboard is read
+from the replica while ingest runs at full rate. Run through .ci/scale.sh."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import bench as B
+
+ROWS = int(os.environ.get("SCALE_ROWS", "50000000"))
+SECS = int(os.environ.get("SCALE_SECONDS", "20"))
+DAYS = 30
+
+
+def psql(url, sql):
+    return subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+
+
+def ingest(uid, label):
+    event = {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
+    ev = B.wrk("/analytics/events", B.lua("POST", event), SECS, conns=64)
+    batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
+                         for _ in range(1000)]}
+    mb = B.wrk("/analytics/metrics/batch", B.lua("POST", batch), SECS, conns=4)
+    print(f"  {label}: events {ev['rps']:.0f}/s (p99 {ev['p99_ms']} ms, errors {ev['errors']}), "
+          f"batched metrics {mb['rps'] * 1000:.0f}/s (p99 {mb['p99_ms']} ms, errors {mb['errors']})", flush=True)
+    return ev["rps"], mb["rps"] * 1000
+
+
+def reads(label):
+    out = {}
+    for name, path in (("dashboard", "/analytics/dashboard?hours=24"), ("usage", "/analytics/usage/7?days=30")):
+        r = B.wrk(path, B.lua("GET"), SECS, conns=2)
+        out[name] = r
+        print(f"  {label} GET {path}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
+              f"p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)
+    return out
+
+
+def metrics_text():
+    with urllib.request.urlopen(f"http://127.0.0.1:{B.METRICS_PORT}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def sizes(db_url):
+    parts = psql(db_url, "SELECT string_agg(pg_size_pretty(s) || ' ' || t, ', ') FROM ("
+                         "SELECT i.inhparent::regclass::text AS t, SUM(pg_total_relation_size(i.inhrelid)) AS s "
+                         "FROM pg_inherits i WHERE i.inhparent IN ('platform_analytics_events'::regclass, "
+                         "'platform_analytics_metrics'::regclass) GROUP BY 1) x")
+    return f"{parts}; database {psql(db_url, 'SELECT pg_size_pretty(pg_database_size(current_database()))')}"
+
+
+def partition_bytes(db_url):
+    return int(psql(db_url, "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i "
+                            "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent IN "
+                            "('platform_analytics_events'::regclass, 'platform_analytics_metrics'::regclass)"))
+
+
+def main():
+    db_url = os.environ["BENCH_DATABASE_URL"]
+    backends = {"DATABASE_URL": db_url, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
+    replica = os.environ.get("BENCH_REPLICA_URL")
+    print(f"scale: {ROWS} events and {ROWS} metrics over {DAYS} days; wrk {SECS} s per scenario on the same "
+          f"{os.cpu_count()} cores as the server and Postgres", flush=True)
+
+    proc = B.start_server(backends)
+    try:
+        reg = B.http("POST", "/auth/register", {"email": f"scale{time.time_ns()}@example.com",
+                                                "password": "bench-Quartz-4417-violin"})
+        uid = reg["user"]["id"]
+        empty = ingest(uid, "empty tables")
+        t0 = time.time()
+        print(f"  loading {ROWS} events and {ROWS} metrics ...", flush=True)
+        B.load_rows(db_url, ROWS, ROWS, 1000)
+        print(f"  loaded in {time.time() - t0:.0f} s: {sizes(db_url)}", flush=True)
+        t0 = time.time()
+        B.http("POST", "/analytics/jobs/rollup", {}, timeout=7200)
+        B.settle(db_url)
+        print(f"  rollup, VACUUM ANALYZE and CHECKPOINT in {time.time() - t0:.0f} s", flush=True)
+        full = ingest(uid, f"{ROWS} rows stored")
+        print(f"  with the rows stored: events {full[0] / empty[0]:.0%}, batched metrics {full[1] / empty[1]:.0%} "
+              f"of the empty-table rates (goal: at least 90%)", flush=True)
+        B.settle(db_url)
+        read = reads("primary, idle")
+    finally:
+        stop(proc)
+
+    # Retention at 29 days: the partitions of the oldest day (and the empty
+    # one before it) go whole.
+    before = partition_bytes(db_url)
+    proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": "29"})
+    try:
+        t0 = time.perf_counter()
+        report = B.http("POST", "/analytics/jobs/retention", {}, timeout=600)
+        took = time.perf_counter() - t0
+    finally:
+        stop(proc)
+    freed = before - partition_bytes(db_url)
+    print(f"  retention at 29 days: {took * 1000:.0f} ms for the whole run (job: {report['duration_ms']} ms), "
+          f"~{report['rows']} rows in dropped partitions, {freed / 2**30:.2f} GiB freed", flush=True)
+
+    if replica:
+        time.sleep(5)
+        proc = B.start_server({**backends, "DATABASE_REPLICA_URLS": replica})
+        try:
+            time.sleep(3)
+            health = B.http("GET", "/health")
+            print(f"  replica: {health['components']['database']['replicas']}", flush=True)
+            counted = lambda target: sum(float(l.split()[-1]) for l in metrics_text().splitlines()
+                                         if l.startswith(f'db_reads_total{{target="{target}"}}'))
+            served, primary = counted("replica"), counted("primary")
+            box = {}
+            writer = threading.Thread(target=lambda: box.update(ev=B.wrk(
+                "/analytics/events", B.lua("POST", {"event_type": "bench", "user_id": uid}), SECS + 4, conns=64)))
+            writer.start()
+            time.sleep(2)
+            dash = B.wrk("/analytics/dashboard?hours=24", B.lua("GET"), SECS, conns=2)
+            writer.join()
+            on_replica, on_primary = counted("replica") - served, counted("primary") - primary
+            print(f"  dashboard from the replica while ingest runs at full rate: {dash['rps']:.0f} req/s, "
+                  f"p50 {dash['p50_ms']} ms, p90 {dash['p90_ms']} ms, p99 {dash['p99_ms']} ms, errors {dash['errors']}; "
+                  f"reads on the replica {on_replica:.0f}, on the primary {on_primary:.0f}; ingest beside it "
+                  f"{box['ev']['rps']:.0f} events/s (p99 {box['ev']['p99_ms']} ms)", flush=True)
+            print(f"  replica after: {B.http('GET', '/health')['components']['database']['replicas']}", flush=True)
+        finally:
+            stop(proc)
+
+
+if __name__ == "__main__":
+    main()
