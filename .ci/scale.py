@@ -9,6 +9,7 @@ from the replica while ingest runs at full rate. Run through .ci/scale.sh."""
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -18,6 +19,7 @@ import bench as B
 ROWS = int(os.environ.get("SCALE_ROWS", "50000000"))
 SECS = int(os.environ.get("SCALE_SECONDS", "20"))
 DAYS = 30
+failed = []
 
 
 def psql(url, sql):
@@ -36,6 +38,8 @@ def ingest(uid, label):
     batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
                          for _ in range(1000)]}
     mb = B.wrk("/analytics/metrics/batch", B.lua("POST", batch), SECS, conns=4)
+    if ev["errors"] or mb["errors"]:
+        failed.append(label)
     print(f"  {label}: events {ev['rps']:.0f}/s (p99 {ev['p99_ms']} ms, errors {ev['errors']}), "
           f"batched metrics {mb['rps'] * 1000:.0f}/s (p99 {mb['p99_ms']} ms, errors {mb['errors']})", flush=True)
     return ev["rps"], mb["rps"] * 1000
@@ -46,6 +50,8 @@ def reads(label):
     for name, path in (("dashboard", "/analytics/dashboard?hours=24"), ("usage", "/analytics/usage/7?days=30")):
         r = B.wrk(path, B.lua("GET"), SECS, conns=2)
         out[name] = r
+        if r["errors"]:
+            failed.append(f"{label} {name}")
         print(f"  {label} GET {path}: {r['rps']:.0f} req/s, p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, "
               f"p99 {r['p99_ms']} ms, errors {r['errors']}", flush=True)
     return out
@@ -136,8 +142,12 @@ def main():
                   f"reads on the replica {on_replica:.0f}, on the primary {on_primary:.0f}; ingest beside it "
                   f"{box['ev']['rps']:.0f} events/s (p99 {box['ev']['p99_ms']} ms)", flush=True)
             print(f"  replica after: {B.http('GET', '/health')['components']['database']['replicas']}", flush=True)
+            if on_replica < 1 or on_primary > 0 or dash["errors"] or box["ev"]["errors"]:
+                sys.exit("FAILED: the dashboard was not served by the replica alone, or requests failed")
         finally:
             stop(proc)
+    if failed:
+        sys.exit(f"FAILED: errors in {', '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 //! default partition: rows no partition took (a far-past or far-future
 //! timestamp) are moved into a partition made for them. A new partition is
 //! filled and then attached, which locks the parent only against other
-//! schema changes, never against writes. Retention drops whole partitions
-//! (`drop_before`).
+//! schema changes (`CREATE TABLE … PARTITION OF` would lock out every
+//! writer); only writes into the default partition wait while it is
+//! checked. Retention drops whole partitions (`drop_before`).
 
 use std::time::Instant;
 
