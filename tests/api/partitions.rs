@@ -35,6 +35,24 @@ async fn partitions(db: &DatabaseConnection, table: &str) -> Vec<(String, String
         .collect()
 }
 
+async fn partition_names(db: &DatabaseConnection, table: &str) -> Vec<String> {
+    partitions(db, table)
+        .await
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Hour buckets before `horizon` in both counter tables.
+async fn old_hour_buckets(app: &TestApp, horizon: &str) -> [i64; 2] {
+    [
+        app.count_where("platform_analytics_event_hours", horizon)
+            .await,
+        app.count_where("platform_analytics_metric_hours", horizon)
+            .await,
+    ]
+}
+
 fn day(t: NaiveDateTime) -> String {
     t.format("%Y%m%d").to_string()
 }
@@ -77,11 +95,7 @@ async fn partitions_are_made_ahead_of_the_furthest_client_timestamp() {
     .await;
     let today = Utc::now().naive_utc();
     for table in [EVENTS, METRICS] {
-        let names: Vec<String> = partitions(&app.db, table)
-            .await
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names = partition_names(&app.db, table).await;
         let mut expected: Vec<String> = (0..=3)
             .map(|d| format!("{table}_p{}", day(today + Duration::days(d))))
             .collect();
@@ -230,27 +244,14 @@ async fn retention_drops_whole_partitions_and_their_buckets() {
     run_job(&app, "partitions").await;
     let old_day = day(old.naive_utc());
     for table in [EVENTS, METRICS] {
-        let names: Vec<String> = partitions(&app.db, table)
-            .await
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names = partition_names(&app.db, table).await;
         assert!(names.contains(&format!("{table}_p{old_day}")), "{names:?}");
     }
     let old_hours = format!(
         "bucket < '{}'",
         (Utc::now() - Duration::days(15)).naive_utc()
     );
-    assert_eq!(
-        app.count_where("platform_analytics_event_hours", &old_hours)
-            .await,
-        1
-    );
-    assert_eq!(
-        app.count_where("platform_analytics_metric_hours", &old_hours)
-            .await,
-        1
-    );
+    assert_eq!(old_hour_buckets(&app, &old_hours).await, [1, 1]);
     app.stop(true).await;
 
     // The horizon moves to ten days: the twenty-day-old partitions go whole.
@@ -258,11 +259,7 @@ async fn retention_drops_whole_partitions_and_their_buckets() {
     let report = run_job(&app, "retention").await;
     assert_eq!(report["ran"], true);
     for table in [EVENTS, METRICS] {
-        let names: Vec<String> = partitions(&app.db, table)
-            .await
-            .into_iter()
-            .map(|(n, _)| n)
-            .collect();
+        let names = partition_names(&app.db, table).await;
         assert!(!names.contains(&format!("{table}_p{old_day}")), "{names:?}");
         assert!(
             names.contains(&format!("{table}_p{}", day(Utc::now().naive_utc()))),
@@ -270,16 +267,7 @@ async fn retention_drops_whole_partitions_and_their_buckets() {
         );
         assert_eq!(app.count(table).await, 1, "{table}");
     }
-    assert_eq!(
-        app.count_where("platform_analytics_event_hours", &old_hours)
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count_where("platform_analytics_metric_hours", &old_hours)
-            .await,
-        0
-    );
+    assert_eq!(old_hour_buckets(&app, &old_hours).await, [0, 0]);
     assert_eq!(
         app.count_where("platform_analytics_event_keys", "event_id = 'old-1'")
             .await,

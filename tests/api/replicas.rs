@@ -200,14 +200,7 @@ async fn reads_move_to_the_replica_and_back_when_it_lags_or_stops() {
 
     // Replay resumed: back to the replica.
     on_replica(&replica_url, "SELECT pg_wal_replay_resume()").await;
-    await_state(&app, "in_use").await;
-    let before = replica_reads(&app).await;
-    assert!(
-        event_types(&app)
-            .await
-            .contains(&"while-paused".to_string())
-    );
-    assert_eq!(replica_reads(&app).await, before + 1);
+    read_back_from_the_replica(&app, "while-paused").await;
 
     // The replica stops: left within seconds, reads answer from the primary.
     pg_ctl(&replica_dir, "stop");
@@ -224,12 +217,14 @@ async fn reads_move_to_the_replica_and_back_when_it_lags_or_stops() {
 
     // Started again: used again once it has caught up.
     pg_ctl(&replica_dir, "start");
-    await_state(&app, "in_use").await;
-    let before = replica_reads(&app).await;
-    assert!(
-        event_types(&app)
-            .await
-            .contains(&"while-stopped".to_string())
-    );
-    assert_eq!(replica_reads(&app).await, before + 1);
+    read_back_from_the_replica(&app, "while-stopped").await;
+}
+
+/// Once the replica is in use again, a read goes to it and sees what was
+/// written while it was away.
+async fn read_back_from_the_replica(app: &TestApp, event_type: &str) {
+    await_state(app, "in_use").await;
+    let before = replica_reads(app).await;
+    assert!(event_types(app).await.contains(&event_type.to_string()));
+    assert_eq!(replica_reads(app).await, before + 1);
 }
