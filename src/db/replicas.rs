@@ -92,10 +92,6 @@ impl Reads {
         }))
     }
 
-    pub fn primary(&self) -> &DatabaseConnection {
-        &self.primary
-    }
-
     /// Runs a read on a replica in use (in turn), else on the primary. A
     /// replica whose read fails is left, and the read runs on the primary.
     pub async fn run<T, E, F, Fut>(&self, read: F) -> Result<T, E>
@@ -211,10 +207,7 @@ impl Reads {
             loop {
                 tokio::select! {
                     _ = tick.tick() => reads.check().await,
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
+                    _ = shutdown.changed() => return,
                 }
             }
         }))

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Set, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, Set,
+    Statement,
+};
 use tokio::sync::{Mutex, watch};
 
 use crate::analytics::pricing::PriceTable;
@@ -185,6 +188,20 @@ impl Jobs {
             let _ = self.run(job).await;
         }
     }
+}
+
+/// A write transaction holding the job's cluster-wide lock, or `None` when
+/// another replica holds it (the transaction is then rolled back).
+async fn locked_write(
+    db: &DatabaseConnection,
+    job: Job,
+) -> Result<Option<DatabaseTransaction>, DbErr> {
+    let txn = crate::db::begin_write(db).await?;
+    if try_advisory_lock(&txn, job).await? {
+        return Ok(Some(txn));
+    }
+    txn.rollback().await?;
+    Ok(None)
 }
 
 /// Takes the job's cluster-wide lock for the current transaction.

@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
-use super::{Job, JobError, RunReport, record, try_advisory_lock};
+use super::{Job, JobError, RunReport, locked_write, record};
 use crate::config::{PartitionInterval, PartitionSettings};
 use crate::time::now;
 
@@ -215,11 +215,9 @@ async fn create(
     from: NaiveDateTime,
     to: NaiveDateTime,
 ) -> Result<Created, DbErr> {
-    let txn = crate::db::begin_write(db).await?;
-    if !try_advisory_lock(&txn, Job::Partitions).await? {
-        txn.rollback().await?;
+    let Some(txn) = locked_write(db, Job::Partitions).await? else {
         return Ok(Created::LockedElsewhere);
-    }
+    };
     let (from, to) = (
         from.format("%Y-%m-%d %H:%M:%S"),
         to.format("%Y-%m-%d %H:%M:%S"),
@@ -272,11 +270,9 @@ pub async fn drop_before(
             if p.to.is_none_or(|to| to > cutoff) {
                 continue;
             }
-            let txn = crate::db::begin_write(db).await?;
-            if !try_advisory_lock(&txn, Job::Retention).await? {
-                txn.rollback().await?;
+            let Some(txn) = locked_write(db, Job::Retention).await? else {
                 return Ok(None);
-            }
+            };
             let rows = txn
                 .query_one_raw(Statement::from_sql_and_values(
                     DbBackend::Postgres,

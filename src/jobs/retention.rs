@@ -15,7 +15,7 @@ use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
 
 use super::partitions::{self, TABLES};
-use super::{Job, JobError, RunReport, record, try_advisory_lock};
+use super::{Job, JobError, RunReport, locked_write, record};
 use crate::analytics::counters;
 use crate::time::now;
 
@@ -55,11 +55,9 @@ pub(super) async fn run_once(
     let mut ran = false;
     for (table, key) in &by_rows {
         loop {
-            let txn = crate::db::begin_write(db).await?;
-            if !try_advisory_lock(&txn, Job::Retention).await? {
-                txn.rollback().await?;
+            let Some(txn) = locked_write(db, Job::Retention).await? else {
                 break;
-            }
+            };
             ran = true;
             let n = delete_batch(&txn, table, key, "timestamp", cutoff).await?;
             txn.commit().await?;

@@ -25,7 +25,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::{Job, JobError, RunReport, record, try_advisory_lock};
+use super::{Job, JobError, RunReport, locked_write, record};
 use crate::analytics::domain::Period;
 use crate::analytics::pricing::{
     PriceTable, TokenType, Totals, dollars_to_pico, nano_to_dollars, split_pico,
@@ -184,11 +184,9 @@ pub(super) async fn run_once(
     prices: &PriceTable,
     started: Instant,
 ) -> Result<RunReport, JobError> {
-    let txn = crate::db::begin_write(db).await?;
-    if !try_advisory_lock(&txn, Job::UsageRollup).await? {
-        txn.rollback().await?;
+    let Some(txn) = locked_write(db, Job::UsageRollup).await? else {
         return Ok(RunReport::new(Job::UsageRollup, false, 0, started, None));
-    }
+    };
     let job = jobs::Entity::find_by_id(Job::UsageRollup.name().to_string())
         .one(&txn)
         .await?;
