@@ -113,12 +113,58 @@ stop_redis() {
   [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null || true
 }
 
+# A Redis Cluster on loopback: three masters with a replica each, on
+# REDIS_CLUSTER_PORT .. +5 (at most 55530: the bus port is 10000 above).
+# Exports TEST_REDIS_CLUSTER_NODES (the seeds).
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-47001}
+start_redis_cluster() {
+  local port nodes=() urls=()
+  for i in 0 1 2 3 4 5; do
+    port=$((REDIS_CLUSTER_PORT + i))
+    mkdir -p "$SERVICES_DIR/cluster/$port"
+    # A short node timeout so a failover is seconds, not the default 15 s.
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-node-timeout 1000 --repl-diskless-sync-delay 0 \
+      --cluster-config-file "$SERVICES_DIR/cluster/$port/nodes.conf" \
+      --daemonize yes --pidfile "$SERVICES_DIR/cluster/$port/redis.pid" \
+      --logfile "$SERVICES_DIR/cluster/$port/redis.log" --dir "$SERVICES_DIR/cluster/$port"
+    nodes+=("127.0.0.1:$port")
+    urls+=("redis://127.0.0.1:$port")
+  done
+  for n in "${nodes[@]}"; do
+    for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  for _ in $(seq 100); do
+    redis-cli -p "$REDIS_CLUSTER_PORT" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+    sleep 0.1
+  done
+  # A replica that never synced is not allowed to take over its master.
+  for n in "${nodes[@]}"; do
+    for _ in $(seq 100); do
+      redis-cli -p "${n#*:}" info replication | grep -q 'role:master\|master_link_status:up' && break
+      sleep 0.1
+    done
+  done
+  TEST_REDIS_CLUSTER_NODES=$(IFS=,; echo "${urls[*]:0:3}")
+  export TEST_REDIS_CLUSTER_NODES
+  echo "==> redis cluster on 127.0.0.1:$REDIS_CLUSTER_PORT-$((REDIS_CLUSTER_PORT + 5))"
+}
+
+stop_redis_cluster() {
+  local pid
+  for pid in "$SERVICES_DIR"/cluster/*/redis.pid; do
+    [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
+}
+
 # Also removes the data directory this script made (a benchmark's Postgres
 # holds gigabytes); one passed in through SERVICES_DIR is left alone.
 stop_services() {
   stop_replica
   stop_postgres
   stop_redis
+  stop_redis_cluster
   if [ -n "${SERVICES_DIR_OWNED:-}" ]; then
     sleep 0.2
     rm -rf "$SERVICES_DIR"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, then the whole suite twice, on the
-# embedded defaults (SQLite + in-process cache) and on PostgreSQL + Redis.
+# embedded defaults (SQLite + in-process cache) and on PostgreSQL + Redis,
+# and the API tests a third time with a Redis Cluster as the cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .ci/services.sh
@@ -21,3 +22,7 @@ start_replica
 start_redis
 echo "==> suite on PostgreSQL (with a streaming replica) + Redis (with the tests that need them)"
 cargo test --workspace -- --include-ignored
+
+start_redis_cluster
+echo "==> API tests on PostgreSQL + Redis Cluster (three masters with a replica each)"
+cargo test --test api -- --include-ignored

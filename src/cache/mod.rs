@@ -13,7 +13,7 @@ use secrecy::ExposeSecret;
 use crate::config::CacheSettings;
 
 pub use self::memory::MemoryCache;
-pub use self::redis::RedisCache;
+pub use self::redis::{RedisCache, RedisTarget};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cache unavailable: {0}")]
@@ -53,14 +53,22 @@ pub trait Cache: Send + Sync + 'static {
 pub type SharedCache = Arc<dyn Cache>;
 
 pub fn build(settings: &CacheSettings) -> anyhow::Result<SharedCache> {
-    Ok(match &settings.redis_url {
-        Some(url) => Arc::new(RedisCache::new(
-            url.expose_secret(),
-            &settings.key_prefix,
-            settings.pool_size,
-        )?),
-        None => Arc::new(MemoryCache::new()),
-    })
+    let target = match &settings.redis_url {
+        Some(url) => RedisTarget::Single(url.expose_secret()),
+        None if !settings.redis_cluster_nodes.is_empty() => RedisTarget::Cluster(
+            settings
+                .redis_cluster_nodes
+                .iter()
+                .map(|n| n.expose_secret())
+                .collect(),
+        ),
+        None => return Ok(Arc::new(MemoryCache::new())),
+    };
+    Ok(Arc::new(RedisCache::new(
+        target,
+        &settings.key_prefix,
+        settings.pool_size,
+    )?))
 }
 
 #[cfg(test)]

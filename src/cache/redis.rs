@@ -1,9 +1,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use deadpool_redis::cluster::ClusterConnection;
 use deadpool_redis::redis;
-use deadpool_redis::redis::aio::MultiplexedConnection;
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::aio::{ConnectionLike, MultiplexedConnection};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 
 use super::near::Near;
@@ -12,27 +13,80 @@ use super::{Cache, CacheError};
 /// Every command is bounded: a stalled Redis must not stall requests.
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// Redis through deadpool-redis. Each operation touches one key (or keys
-/// sharing a hash tag), so it also works on Redis Cluster.
+/// Where the cache lives: one Redis, or a Redis Cluster named by seed nodes.
+pub enum RedisTarget<'a> {
+    Single(&'a str),
+    Cluster(Vec<&'a str>),
+}
+
+enum Pool {
+    Single(deadpool_redis::Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+/// A connection of either kind; both are multiplexed and cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Redis through deadpool-redis, one server or a cluster. Each operation
+/// touches one key (or keys sharing a hash tag), so on a cluster it goes to
+/// one slot's master; transactions stay within that slot.
 ///
 /// Operations share one multiplexed connection taken from the pool: a pool
 /// checkout pings Redis (UNWATCH + PING) before every use, which doubled the
 /// round trips of a verify. A failed operation drops the shared connection
-/// and the next one takes a fresh connection from the pool.
+/// and the next one takes a fresh connection from the pool (on a cluster, a
+/// fresh slot map: that is how a failover is followed).
 pub struct RedisCache {
     pool: Pool,
-    shared: Mutex<Option<MultiplexedConnection>>,
+    shared: Mutex<Option<Conn>>,
     prefix: String,
     /// Users and sessions held in memory, invalidated through `channel`.
     near: Arc<Near>,
-    client: redis::Client,
+    /// Where the channel is followed. Classic pub/sub is broadcast to every
+    /// node of a cluster, so any one node will do; the listener moves to the
+    /// next when one fails.
+    subscribe_to: Vec<redis::Client>,
     channel: String,
 }
 
 impl RedisCache {
-    pub fn new(url: &str, prefix: &str, pool_size: usize) -> anyhow::Result<Self> {
-        let mut cfg = Config::from_url(url);
-        cfg.pool = Some(PoolConfig {
+    pub fn new(target: RedisTarget<'_>, prefix: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let pool_config = PoolConfig {
             max_size: pool_size,
             timeouts: Timeouts {
                 wait: Some(OP_TIMEOUT),
@@ -40,14 +94,33 @@ impl RedisCache {
                 recycle: Some(OP_TIMEOUT),
             },
             ..PoolConfig::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        };
+        let (pool, urls) = match target {
+            RedisTarget::Single(url) => {
+                let mut cfg = deadpool_redis::Config::from_url(url);
+                cfg.pool = Some(pool_config);
+                (
+                    Pool::Single(cfg.create_pool(Some(Runtime::Tokio1))?),
+                    vec![url],
+                )
+            }
+            RedisTarget::Cluster(urls) => {
+                let mut cfg = deadpool_redis::cluster::Config::from_urls(
+                    urls.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+                );
+                cfg.pool = Some(pool_config);
+                (Pool::Cluster(cfg.create_pool(Some(Runtime::Tokio1))?), urls)
+            }
+        };
         Ok(RedisCache {
             pool,
             shared: Mutex::new(None),
             prefix: prefix.to_string(),
             near: Arc::new(Near::new()),
-            client: redis::Client::open(url)?,
+            subscribe_to: urls
+                .into_iter()
+                .map(redis::Client::open)
+                .collect::<Result<_, _>>()?,
             channel: format!("{prefix}invalidate"),
         })
     }
@@ -83,27 +156,33 @@ impl RedisCache {
         format!("{}{}", self.prefix, key)
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, CacheError> {
+    async fn connection(&self) -> Result<Conn, CacheError> {
         if let Some(c) = self.lock().as_ref() {
             return Ok(c.clone());
         }
-        let conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|e| CacheError(e.to_string()))?;
-        let conn = deadpool_redis::Connection::take(conn);
+        let conn = match &self.pool {
+            Pool::Single(pool) => pool
+                .get()
+                .await
+                .map(|c| Conn::Single(deadpool_redis::Connection::take(c)))
+                .map_err(|e| CacheError(e.to_string()))?,
+            Pool::Cluster(pool) => pool
+                .get()
+                .await
+                .map(|c| Conn::Cluster(deadpool_redis::cluster::Connection::take(c)))
+                .map_err(|e| CacheError(e.to_string()))?,
+        };
         *self.lock() = Some(conn.clone());
         Ok(conn)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let work = async {
@@ -127,12 +206,12 @@ impl RedisCache {
 /// subscribed, and is emptied whenever the subscription (or any Redis
 /// operation) fails.
 async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     near: Arc<Near>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
-    loop {
+    for client in clients.iter().cycle() {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
@@ -273,7 +352,10 @@ impl Cache for RedisCache {
     }
 
     fn backend(&self) -> &'static str {
-        "redis"
+        match self.pool {
+            Pool::Single(_) => "redis",
+            Pool::Cluster(_) => "redis-cluster",
+        }
     }
 
     fn start(
@@ -281,7 +363,7 @@ impl Cache for RedisCache {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Option<tokio::task::JoinHandle<()>> {
         Some(tokio::spawn(listen(
-            self.client.clone(),
+            self.subscribe_to.clone(),
             self.channel.clone(),
             self.near.clone(),
             shutdown,

@@ -68,6 +68,7 @@ struct Raw {
     run_migrations: bool,
 
     redis_url: SecretString,
+    redis_cluster_nodes: SecretString,
     redis_password: SecretString,
     redis_key_prefix: String,
     redis_pool_size: usize,
@@ -409,11 +410,29 @@ impl Settings {
             "redis_pool_size",
             "must be at least 1",
         )?;
+        let redis_cluster_nodes = split_list(r.redis_cluster_nodes.expose_secret())
+            .iter()
+            .map(|node| redis_url(node, r.redis_password.expose_secret()))
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| {
+                bad(
+                    "redis_cluster_nodes",
+                    "must be a comma-separated list of redis:// URLs",
+                )
+            })?;
+        let redis_url = redis_url(
+            r.redis_url.expose_secret(),
+            r.redis_password.expose_secret(),
+        )?;
+        ensure(
+            redis_url.is_none() || redis_cluster_nodes.is_empty(),
+            "redis_cluster_nodes",
+            "set either REDIS_URL (one Redis) or REDIS_CLUSTER_NODES (a cluster), not both",
+        )?;
         let cache = CacheSettings {
-            redis_url: redis_url(
-                r.redis_url.expose_secret(),
-                r.redis_password.expose_secret(),
-            )?,
+            redis_url,
+            redis_cluster_nodes,
             key_prefix: r.redis_key_prefix,
             pool_size: r.redis_pool_size,
         };

@@ -108,6 +108,9 @@ pub struct DatabaseSettings {
 pub struct CacheSettings {
     /// With `REDIS_PASSWORD` merged in; `None` means the in-process cache.
     pub redis_url: Option<SecretString>,
+    /// Redis Cluster seed nodes (password merged in); when set, the cache
+    /// talks to the cluster and `redis_url` is empty.
+    pub redis_cluster_nodes: Vec<SecretString>,
     pub key_prefix: String,
     pub pool_size: usize,
 }

@@ -77,7 +77,7 @@ pub struct ReplicaHealth {
 pub struct RedisComponent {
     /// `healthy`, `unhealthy`, or `not_configured` (in-process cache).
     pub status: &'static str,
-    /// `redis` or `in-process`.
+    /// `redis`, `redis-cluster` or `in-process`.
     pub backend: &'static str,
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]

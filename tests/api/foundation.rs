@@ -27,8 +27,13 @@ async fn health_reports_real_components() {
     assert!(db["latency_ms"].as_f64().unwrap() >= 0.0);
     assert!(db["pool_size"].as_u64().unwrap() >= 1);
     let redis = &body["components"]["redis"];
-    if app.env.contains_key("REDIS_URL") {
+    if app.env.contains_key("REDIS_CLUSTER_NODES") {
         assert_eq!(redis["status"], "healthy");
+        assert_eq!(redis["backend"], "redis-cluster");
+        assert!(redis["latency_ms"].as_f64().is_some());
+    } else if app.env.contains_key("REDIS_URL") {
+        assert_eq!(redis["status"], "healthy");
+        assert_eq!(redis["backend"], "redis");
         assert!(redis["latency_ms"].as_f64().is_some());
     } else {
         assert_eq!(redis["status"], "not_configured");

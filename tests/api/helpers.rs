@@ -35,9 +35,18 @@ pub fn using_postgres() -> bool {
 /// they fail loudly, rather than pass, when what they need is missing.
 pub fn require_redis() {
     assert!(
-        std::env::var("TEST_REDIS_URL").is_ok_and(|v| !v.is_empty()),
-        "this test needs a Redis shared by replicas: set TEST_REDIS_URL"
+        redis_setting().is_some(),
+        "this test needs a Redis shared by replicas: set TEST_REDIS_URL (or TEST_REDIS_CLUSTER_NODES)"
     );
+}
+
+/// The cache the suite runs on: a Redis Cluster (`TEST_REDIS_CLUSTER_NODES`,
+/// seeds) when named, else one Redis (`TEST_REDIS_URL`), else in-process.
+fn redis_setting() -> Option<(&'static str, String)> {
+    let named = |key: &str| std::env::var(key).ok().filter(|v| !v.is_empty());
+    named("TEST_REDIS_CLUSTER_NODES")
+        .map(|nodes| ("REDIS_CLUSTER_NODES", nodes))
+        .or_else(|| named("TEST_REDIS_URL").map(|url| ("REDIS_URL", url)))
 }
 
 pub fn require_postgres() {
@@ -79,11 +88,8 @@ pub async fn fresh_backend() -> Backend {
             sqlite_dir = Some(dir);
         }
     }
-    if let Some(redis) = std::env::var("TEST_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        env.insert("REDIS_URL".into(), redis);
+    if let Some((key, redis)) = redis_setting() {
+        env.insert(key.into(), redis);
         env.insert(
             "REDIS_KEY_PREFIX".into(),
             format!("test:{}:", uuid::Uuid::new_v4().simple()),
@@ -129,6 +135,10 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let mut env = base_env();
     env.extend(backend.env.clone());
     for (k, v) in overrides {
+        // One Redis named by a test replaces the suite's cluster.
+        if *k == "REDIS_URL" {
+            env.remove("REDIS_CLUSTER_NODES");
+        }
         env.insert(k.to_string(), v.to_string());
     }
     let settings = Settings::load_with(Some(env.clone())).expect("test settings are valid");
@@ -178,6 +188,7 @@ impl Backend {
                     "DATABASE_URL",
                     "SQLITE_PATH",
                     "REDIS_URL",
+                    "REDIS_CLUSTER_NODES",
                     "REDIS_KEY_PREFIX",
                 ]
                 .contains(&k.as_str())
