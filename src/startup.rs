@@ -60,6 +60,12 @@ impl Application {
         background.tasks.push(tokio::spawn(crate::telemetry::upkeep(
             background.shutdown.subscribe(),
         )));
+        background
+            .tasks
+            .push(tokio::spawn(crate::http::health::watch(
+                state.clone(),
+                background.shutdown.subscribe(),
+            )));
         // The dummy hash that equalises login timing, computed off the start path.
         let hasher = state.auth.hasher.clone();
         tokio::spawn(async move { hasher.warm_up().await });

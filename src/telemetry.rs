@@ -233,6 +233,10 @@ fn describe_metrics() {
         "auth_user_deletions_total",
         "Accounts deleted (soft), by who did it (self or admin)"
     );
+    describe_gauge!(
+        "component_up",
+        "1 while a dependency (database, redis) answers its health check, else 0; refreshed every 15 s"
+    );
     describe_counter!("ingest_rows_total", "Events and metrics committed, by kind");
     describe_counter!(
         "ingest_rejected_total",

@@ -59,6 +59,38 @@ fn original_environment_names_override() {
 }
 
 #[test]
+fn redis_cluster_nodes_take_the_password_and_exclude_redis_url() {
+    let s = Settings::load_with(Some(env(&[
+        (
+            "REDIS_CLUSTER_NODES",
+            "redis://10.0.0.1:7000, redis://10.0.0.2:7000",
+        ),
+        ("REDIS_PASSWORD", "pw"),
+    ])))
+    .unwrap();
+    let nodes: Vec<&str> = s
+        .cache
+        .redis_cluster_nodes
+        .iter()
+        .map(|n| n.expose_secret())
+        .collect();
+    assert_eq!(
+        nodes,
+        ["redis://:pw@10.0.0.1:7000", "redis://:pw@10.0.0.2:7000"]
+    );
+    assert!(s.cache.redis_url.is_none());
+    let err = Settings::load_with(Some(env(&[
+        ("REDIS_CLUSTER_NODES", "redis://10.0.0.1:7000"),
+        ("REDIS_URL", "redis://10.0.0.9:6379"),
+    ])))
+    .unwrap_err();
+    assert_eq!(err.key, "REDIS_CLUSTER_NODES");
+    let err =
+        Settings::load_with(Some(env(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000")]))).unwrap_err();
+    assert_eq!(err.key, "REDIS_CLUSTER_NODES");
+}
+
+#[test]
 fn bad_values_name_their_key() {
     let err = Settings::load_with(Some(env(&[("PORT", "eighty")]))).unwrap_err();
     assert!(err.to_string().contains("PORT"), "{err}");

@@ -112,6 +112,8 @@ async fn check_database(state: &AppState) -> DatabaseComponent {
     if let Some(e) = &error {
         tracing::warn!(error = %e, "database health check failed");
     }
+    metrics::gauge!("component_up", "component" => "database")
+        .set(f64::from(u8::from(error.is_none())));
     DatabaseComponent {
         status: if error.is_none() {
             "healthy"
@@ -139,7 +141,12 @@ async fn check_database(state: &AppState) -> DatabaseComponent {
 
 async fn check_redis(state: &AppState) -> RedisComponent {
     let backend = state.cache.backend();
-    match state.cache.ping().await {
+    let ping = state.cache.ping().await;
+    if let Some(result) = &ping {
+        metrics::gauge!("component_up", "component" => "redis")
+            .set(f64::from(u8::from(result.is_ok())));
+    }
+    match ping {
         None => RedisComponent {
             status: "not_configured",
             backend,
@@ -160,6 +167,24 @@ async fn check_redis(state: &AppState) -> RedisComponent {
                 latency_ms: None,
                 error: Some("redis unreachable".to_string()),
             }
+        }
+    }
+}
+
+/// Runs the checks behind `/health` on a schedule, so the gauges alerts read
+/// (`component_up`, `job_lag_seconds`) stay current: Prometheus scrapes the
+/// metrics port, not `/health`.
+pub async fn watch(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let (database, _) = tokio::join!(check_database(&state), check_redis(&state));
+                if database.connection == "active" {
+                    let _ = tokio::time::timeout(CHECK_TIMEOUT, crate::jobs::status(&state.db)).await;
+                }
+            }
+            _ = shutdown.changed() => return,
         }
     }
 }
