@@ -418,3 +418,26 @@ async fn a_panicking_handler_answers_500_json_and_the_server_goes_on() {
     let resp = atest::call_service(&svc, atest::TestRequest::get().uri("/fine").to_request()).await;
     assert_eq!(resp.status(), 200);
 }
+
+/// The gauges alerts read are set by the server's own schedule, without a
+/// call to `/health`.
+#[tokio::test]
+async fn dependency_gauges_are_set_without_a_health_call() {
+    let app = spawn_app().await;
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = app.metrics_text().await;
+        if text.contains("component_up{component=\"database\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        text.contains("component_up{component=\"database\"} 1"),
+        "{}",
+        text.lines()
+            .filter(|l| l.contains("component_up"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
