@@ -2,7 +2,8 @@
 """Postgres at scale, in the production configuration (logs on, fsync on):
 ingest on empty tables, SCALE_ROWS events and as many metrics loaded into
 their time partitions (30 days), ingest again with them stored, dashboard
-and usage latency, and retention dropping a day. With BENCH_REPLICA_URL (a
+and usage latency, an export of every event (exact count, flat memory), and
+retention dropping a day. With BENCH_REPLICA_URL (a
 streaming replica, `BENCH_REPLICA=1 .ci/scale.sh`), the dashboard is read
 from the replica while ingest runs at full rate. Run through .ci/scale.sh."""
 
@@ -76,6 +77,45 @@ def partition_bytes(db_url):
                             "('platform_analytics_events'::regclass, 'platform_analytics_metrics'::regclass)"))
 
 
+def rss_mib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def export_all(db_url, pid):
+    """Every stored event through GET /analytics/events/export, read as it
+    streams, while the server's RSS is sampled: the count must be exact and
+    the memory flat (growth under 64 MiB whatever the row count)."""
+    expected = int(psql(db_url, "SELECT count(*) FROM platform_analytics_events"))
+    samples, done = [rss_mib(pid)], threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            samples.append(rss_mib(pid))
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    req = urllib.request.Request(f"{B.BASE}/analytics/events/export", headers={"X-API-Key": B.API_KEY})
+    t0, lines = time.perf_counter(), 0
+    try:
+        with urllib.request.urlopen(req, timeout=3600) as r:
+            total = int(r.headers["X-Total-Count"])
+            while chunk := r.read(1 << 20):
+                lines += chunk.count(b"\n")
+    finally:
+        done.set()
+        sampler.join()
+    took = time.perf_counter() - t0
+    growth = max(samples) - samples[0]
+    print(f"  export of every event: {lines} rows (X-Total-Count {total}, stored {expected}) in {took:.1f} s "
+          f"({lines / took:.0f} rows/s); server RSS {samples[0]:.0f} MiB at the start, at most {max(samples):.0f} MiB "
+          f"(+{growth:.0f} MiB)", flush=True)
+    if not lines == total == expected or growth > 64:
+        failed.append("export")
+
+
 def main():
     db_url = os.environ["BENCH_DATABASE_URL"]
     backends = {"DATABASE_URL": db_url, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
@@ -102,6 +142,7 @@ def main():
               f"of the empty-table rates (goal: at least 90%)", flush=True)
         B.settle(db_url)
         read = reads("primary, idle")
+        export_all(db_url, proc.pid)
     finally:
         stop(proc)
 

@@ -5,6 +5,7 @@
 pub mod counters;
 pub mod domain;
 mod error;
+pub mod export;
 pub mod pricing;
 pub mod queries;
 pub mod queue;

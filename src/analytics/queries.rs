@@ -64,11 +64,8 @@ where
     Ok((rows, next))
 }
 
-pub async fn list_metrics(
-    db: &DatabaseConnection,
-    f: MetricFilter,
-    p: &Page,
-) -> Result<(Vec<Metric>, Option<String>), QueryError> {
+/// Metrics matching `f` (any time).
+pub(super) fn metrics_matching(f: MetricFilter) -> Select<metrics::Entity> {
     use metrics::Column as C;
     let mut find = metrics::Entity::find();
     if let Some(v) = f.metric_name {
@@ -89,14 +86,11 @@ pub async fn list_metrics(
     if let Some(v) = f.api_key_id {
         find = find.filter(C::ApiKeyId.eq(v));
     }
-    Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
+    find
 }
 
-pub async fn list_events(
-    db: &DatabaseConnection,
-    f: EventFilter,
-    p: &Page,
-) -> Result<(Vec<Event>, Option<String>), QueryError> {
+/// Events matching `f` (any time).
+pub(super) fn events_matching(f: EventFilter) -> Select<events::Entity> {
     use events::Column as C;
     let mut find = events::Entity::find();
     if let Some(v) = f.event_type {
@@ -111,6 +105,26 @@ pub async fn list_events(
     if let Some(v) = f.api_key_id {
         find = find.filter(C::ApiKeyId.eq(v));
     }
+    find
+}
+
+pub async fn list_metrics(
+    db: &DatabaseConnection,
+    f: MetricFilter,
+    p: &Page,
+) -> Result<(Vec<Metric>, Option<String>), QueryError> {
+    use metrics::Column as C;
+    let find = metrics_matching(f);
+    Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
+}
+
+pub async fn list_events(
+    db: &DatabaseConnection,
+    f: EventFilter,
+    p: &Page,
+) -> Result<(Vec<Event>, Option<String>), QueryError> {
+    use events::Column as C;
+    let find = events_matching(f);
     Ok(page(db, find, (C::Timestamp, C::Id), p, |r| (r.timestamp, r.id)).await?)
 }
 

@@ -13,6 +13,7 @@ mod architecture;
 mod auth;
 mod callers;
 mod cli;
+mod export;
 mod foundation;
 mod hardening;
 mod mfa;

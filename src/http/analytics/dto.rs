@@ -10,6 +10,7 @@ use crate::analytics::domain::{
     EventFilter, Limits, MetricFilter, Page, api_key_id, filter, metric_value, opt_text, text,
     user_id,
 };
+use crate::analytics::export::{Export, Format, Rows};
 use crate::analytics::{Invalid, MetricType, NewEvent, NewMetric};
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -94,6 +95,35 @@ pub struct PageQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// `ndjson` (default) or `csv`.
+    pub format: Option<String>,
+    /// RFC 3339, inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive.
+    pub to: Option<DateTime<Utc>>,
+    /// Resuming: only rows after this id (the last one received).
+    pub after_id: Option<i64>,
+    /// Resuming: the first answer's `X-Export-Through-Id`, so the rows are
+    /// the set that answer counted.
+    pub through_id: Option<i64>,
+}
+
+impl ExportQuery {
+    pub fn parse(self, rows: Rows) -> Result<Export, Invalid> {
+        Export::new(
+            rows,
+            Format::parse(self.format.as_deref())?,
+            self.from,
+            self.to,
+            self.after_id,
+            self.through_id,
+        )
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

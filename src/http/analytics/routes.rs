@@ -4,6 +4,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::dto::*;
 use crate::analytics::domain::{Limits, hours};
+use crate::analytics::export::{Export, Rows};
 use crate::analytics::views::*;
 use crate::analytics::{IngestError, Invalid, NewEvent, NewMetric, queries};
 use crate::http::callers::tighter;
@@ -362,6 +363,116 @@ pub async fn summary(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     Ok(HttpResponse::Ok().json(summary))
 }
 
+/// Events of a window as NDJSON (default) or CSV, streamed in id order
+/// with flat memory; gzip when the client accepts it.
+///
+/// `X-Total-Count` is the number of rows the answer carries, and
+/// `X-Export-Through-Id` the largest id among them: rows stored later are
+/// not included. To resume an interrupted export, repeat the request with
+/// `after_id` = the last id received and `through_id` = that header.
+#[utoipa::path(
+    get, path = "/analytics/events/export", tag = "analytics",
+    params(EventQuery, ExportQuery),
+    responses(
+        (status = 200, description = "The rows, one per line (CSV: after a header line)",
+            content((String = "application/x-ndjson"), (String = "text/csv")),
+            headers(
+                ("X-Total-Count" = u64, description = "Rows in this answer"),
+                ("X-Export-Through-Id" = i64, description = "Largest id in the export (absent when empty)"),
+            )),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    )
+)]
+pub async fn export_events(
+    state: web::Data<AppState>,
+    filter: web::Query<EventQuery>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let export = query
+        .into_inner()
+        .parse(Rows::Events(filter.into_inner().parse()?))?;
+    exported(state, export).await
+}
+
+/// Metrics of a window as NDJSON (default) or CSV; as the events' export.
+#[utoipa::path(
+    get, path = "/analytics/metrics/export", tag = "analytics",
+    params(MetricQuery, ExportQuery),
+    responses(
+        (status = 200, description = "The rows, one per line (CSV: after a header line)",
+            content((String = "application/x-ndjson"), (String = "text/csv")),
+            headers(
+                ("X-Total-Count" = u64, description = "Rows in this answer"),
+                ("X-Export-Through-Id" = i64, description = "Largest id in the export (absent when empty)"),
+            )),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    )
+)]
+pub async fn export_metrics(
+    state: web::Data<AppState>,
+    filter: web::Query<MetricQuery>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let export = query
+        .into_inner()
+        .parse(Rows::Metrics(filter.into_inner().parse()?))?;
+    exported(state, export).await
+}
+
+/// Counts the export, then streams it a batch at a time. A batch that fails
+/// ends the body early: the client sees a short count and resumes.
+async fn exported(state: web::Data<AppState>, export: Export) -> Result<HttpResponse, ApiError> {
+    let snapshot = state
+        .reads
+        .run(|db| {
+            let export = export.clone();
+            async move { export.snapshot(&db).await }
+        })
+        .await?;
+    let mut answer = HttpResponse::Ok();
+    answer
+        .content_type(export.format().content_type())
+        .insert_header(("X-Total-Count", snapshot.rows.to_string()));
+    if let Some(through) = snapshot.through_id {
+        answer.insert_header(("X-Export-Through-Id", through.to_string()));
+    }
+    let header = futures_util::stream::iter(
+        export
+            .header()
+            .map(|h| Ok::<_, actix_web::Error>(web::Bytes::from(h))),
+    );
+    let start = snapshot.through_id.map(|t| (export.after_id(), t));
+    let rows = futures_util::stream::unfold(start, move |next| {
+        let (state, export) = (state.clone(), export.clone());
+        async move {
+            let (after, through) = next?;
+            let batch = state
+                .reads
+                .run(|db| {
+                    let export = export.clone();
+                    async move { export.batch(&db, after, through).await }
+                })
+                .await;
+            match batch {
+                Ok(Some((bytes, last))) => {
+                    Some((Ok(web::Bytes::from(bytes)), Some((last, through))))
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, after, "export interrupted");
+                    Some((
+                        Err(actix_web::error::ErrorServiceUnavailable(
+                            "export interrupted",
+                        )),
+                        None,
+                    ))
+                }
+            }
+        }
+    });
+    Ok(answer.streaming(futures_util::StreamExt::chain(header, rows)))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/analytics/events")
@@ -370,6 +481,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/analytics/events/batch").route(web::post().to(post_events_batch)))
     .service(web::resource("/analytics/events/by-type").route(web::get().to(by_type)))
+    .service(
+        web::resource("/analytics/events/export")
+            .wrap(actix_web::middleware::Compress::default())
+            .route(web::get().to(export_events)),
+    )
+    .service(
+        web::resource("/analytics/metrics/export")
+            .wrap(actix_web::middleware::Compress::default())
+            .route(web::get().to(export_metrics)),
+    )
     .service(web::resource("/analytics/events/timeseries").route(web::get().to(timeseries)))
     .service(
         web::resource("/analytics/metrics")
