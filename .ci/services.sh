@@ -134,7 +134,8 @@ start_redis_cluster() {
   for n in "${nodes[@]}"; do
     for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
   done
-  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$SERVICES_DIR/cluster/create.log" 2>&1 \
+    || { echo "redis cluster create failed (ports in use?):" >&2; cat "$SERVICES_DIR/cluster/create.log" >&2; return 1; }
   for _ in $(seq 100); do
     redis-cli -p "$REDIS_CLUSTER_PORT" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
     sleep 0.1

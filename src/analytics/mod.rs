@@ -2,6 +2,7 @@
 //! counters kept beside it, bounded queries, and usage and cost reports.
 //! Plain services; HTTP lives in `crate::http`.
 
+pub mod audience;
 pub mod counters;
 pub mod domain;
 mod error;

@@ -234,3 +234,42 @@ pub struct CostGroups {
     #[schema(value_type = Vec<Object>)]
     pub groups: Vec<Value>,
 }
+
+/// Distinct users of a window (`user_id` set), overall and per event type.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Uniques {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub unique_users: i64,
+    /// Most users first.
+    pub by_event_type: Vec<TypeUniques>,
+    /// Always true: counted from the stored events, not estimated.
+    pub exact: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TypeUniques {
+    pub event_type: String,
+    pub unique_users: i64,
+}
+
+/// Users who reached each step, in order, with every step within
+/// `within_seconds` of their first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Funnel {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub within_seconds: i64,
+    pub steps: Vec<FunnelStep>,
+    /// Always true: computed from the stored events, not estimated.
+    pub exact: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FunnelStep {
+    pub event_type: String,
+    /// Users who reached this step (and so every one before it).
+    pub users: i64,
+    /// `users` over the first step's users (0 when nobody started).
+    pub of_first: f64,
+}

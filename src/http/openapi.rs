@@ -68,6 +68,8 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::http::analytics::routes::list_events,
         crate::http::analytics::routes::export_events,
         crate::http::analytics::routes::export_metrics,
+        crate::http::analytics::routes::uniques,
+        crate::http::analytics::routes::funnel,
         crate::http::analytics::routes::user_events,
         crate::http::analytics::routes::by_type,
         crate::http::analytics::routes::timeseries,

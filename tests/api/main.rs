@@ -10,6 +10,7 @@ mod accounts;
 mod adoption;
 mod analytics;
 mod architecture;
+mod audience;
 mod auth;
 mod callers;
 mod cli;

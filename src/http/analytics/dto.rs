@@ -128,6 +128,30 @@ impl ExportQuery {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+pub struct UniquesQuery {
+    /// RFC 3339, inclusive; default 24 hours before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive; default now. At most 366 days after `from`.
+    pub to: Option<DateTime<Utc>>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FunnelQuery {
+    /// 2 to 10 event types, comma-separated, in order (`signup,activate,pay`).
+    pub steps: String,
+    /// The time every step must fall within, from the first; default 86400.
+    pub within_seconds: Option<i64>,
+    /// RFC 3339, inclusive; default 24 hours before `to`.
+    pub from: Option<DateTime<Utc>>,
+    /// RFC 3339, exclusive; default now.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HoursQuery {
     /// 1..=8784 (a leap year), default 24.
     pub hours: Option<i64>,

@@ -3,6 +3,8 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 
 use super::dto::*;
+use crate::analytics::audience::{self, Steps, Window};
+use crate::analytics::domain::filter;
 use crate::analytics::domain::{Limits, hours};
 use crate::analytics::export::{Export, Rows};
 use crate::analytics::views::*;
@@ -473,6 +475,61 @@ async fn exported(state: web::Data<AppState>, export: Export) -> Result<HttpResp
     Ok(answer.streaming(futures_util::StreamExt::chain(header, rows)))
 }
 
+/// Distinct users of a window (events with a `user_id`), overall and per
+/// event type; exact, counted from the stored events.
+#[utoipa::path(
+    get, path = "/analytics/uniques", tag = "analytics",
+    params(UniquesQuery),
+    responses(
+        (status = 200, description = "Distinct users", body = Uniques),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    )
+)]
+pub async fn uniques(
+    state: web::Data<AppState>,
+    query: web::Query<UniquesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let window = Window::parse(q.from, q.to)?;
+    let event_type = filter("event_type", q.event_type, 100)?;
+    let answer = state
+        .reads
+        .run(|db| {
+            let event_type = event_type.clone();
+            async move { audience::uniques(&db, window, event_type).await }
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+/// A funnel: how many users did the steps' event types in order, each
+/// within `within_seconds` of their first step, in the window. Exact,
+/// computed from the stored events.
+#[utoipa::path(
+    get, path = "/analytics/funnels", tag = "analytics",
+    params(FunnelQuery),
+    responses(
+        (status = 200, description = "Users per step", body = Funnel),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    )
+)]
+pub async fn funnel(
+    state: web::Data<AppState>,
+    query: web::Query<FunnelQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let window = Window::parse(q.from, q.to)?;
+    let steps = Steps::parse(&q.steps, q.within_seconds)?;
+    let answer = state
+        .reads
+        .run(|db| {
+            let steps = steps.clone();
+            async move { audience::funnel(&db, window, steps).await }
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(answer))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/analytics/events")
@@ -500,5 +557,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/analytics/metrics/batch").route(web::post().to(post_metrics_batch)))
     .service(web::resource("/analytics/users/{user_id}/events").route(web::get().to(user_events)))
     .service(web::resource("/analytics/dashboard").route(web::get().to(dashboard)))
+    .service(web::resource("/analytics/uniques").route(web::get().to(uniques)))
+    .service(web::resource("/analytics/funnels").route(web::get().to(funnel)))
     .service(web::resource("/analytics/summary").route(web::get().to(summary)));
 }
