@@ -14,9 +14,9 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 
 echo "==> compose file against the compose spec"
-check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+python3 -m check_jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
 echo "==> Kubernetes manifests (strict)"
-kubernetes-validate --strict --quiet -k 1.30.0 deploy/kubernetes/*.yaml
+python3 -m kubernetes_validate --strict --quiet -k 1.30.0 deploy/kubernetes/*.yaml
 echo "==> alert rules: promtool check and unit tests"
 promtool check rules deploy/prometheus/alerts.yml
 (cd deploy/prometheus && promtool test rules alerts.test.yml)
