@@ -92,7 +92,9 @@ def main():
     latencies = []
     for path in glob.glob(f"{work}/tx*"):
         with open(path) as f:
-            latencies += [int(line.split()[2]) for line in f if line.strip()]
+            # A line cut short (the log is read as pgbench stops) is skipped.
+            fields = (line.split() for line in f)
+            latencies += [int(x[2]) for x in fields if len(x) > 2 and x[2].isdigit()]
     during = int(psql(url, "SELECT COUNT(*) FROM platform_analytics_events WHERE event_type = 'during-migration'"))
     after = {t: digest(url, t) for t in before}
     kept = before == after
