@@ -16,6 +16,16 @@ pub enum TokenType {
     Output,
 }
 
+impl TokenType {
+    /// A `tokens_used` metric's `token_type` label: output, else input.
+    pub fn from_label(label: Option<&str>) -> Self {
+        match label {
+            Some("output") => TokenType::Output,
+            _ => TokenType::Input,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Price {
     from: NaiveDateTime,
@@ -48,6 +58,21 @@ impl PriceTable {
             list.sort_by_key(|p| p.from);
         }
         PriceTable { models }
+    }
+
+    /// The instants in (`from`, `to`) at which some model's price changes:
+    /// between two of them every model has one price.
+    pub fn changes_within(&self, from: NaiveDateTime, to: NaiveDateTime) -> Vec<NaiveDateTime> {
+        let mut at: Vec<NaiveDateTime> = self
+            .models
+            .values()
+            .flatten()
+            .map(|p| p.from)
+            .filter(|&t| from < t && t < to)
+            .collect();
+        at.sort();
+        at.dedup();
+        at
     }
 
     /// Cost in pico-dollars of `tokens` at the price in force at `at`, or

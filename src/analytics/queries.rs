@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDateTime};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
 };
 
 use super::QueryError;
 use super::counters;
 use super::domain::{EventFilter, MetricFilter, Page, encode_cursor};
+use super::pricing::{PriceTable, TokenType, Totals, dollars_to_pico};
 use super::views::*;
 use super::{Event, Metric};
 use crate::entity::{events, metrics, users};
@@ -342,13 +343,78 @@ async fn top_endpoints(
     Ok(list)
 }
 
-pub async fn dashboard(db: &DatabaseConnection, hours: i64) -> Result<Dashboard, QueryError> {
+/// What the usage rollup would charge for the users' metrics stored in
+/// [from, to): priced `tokens_used` plus `cost_usd`, the same money
+/// `/analytics/costs` reports once the rollup has counted them. Summed per
+/// (model, token type) between price changes, so every sum has one price.
+pub async fn window_cost(
+    db: &DatabaseConnection,
+    prices: &PriceTable,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<f64, QueryError> {
+    let backend = db.get_database_backend();
+    let p = |i: usize| match backend {
+        DbBackend::Postgres => format!("${i}"),
+        _ => "?".into(),
+    };
+    // SQLite (3.38+) and Postgres both read a JSON field as text with ->>.
+    let sql = format!(
+        "SELECT metric_name, labels ->> 'model' AS model, labels ->> 'token_type' AS kind, \
+           CAST(SUM(ROUND(metric_value)) AS BIGINT) AS tokens, SUM(metric_value) AS dollars \
+         FROM platform_analytics_metrics \
+         WHERE metric_name IN ('tokens_used', 'cost_usd') AND user_id IS NOT NULL \
+           AND \"timestamp\" >= {} AND \"timestamp\" < {} \
+         GROUP BY 1, 2, 3",
+        p(1),
+        p(2)
+    );
+    let mut edges = vec![from];
+    edges.extend(prices.changes_within(from, to));
+    edges.push(to);
+    let mut total = Totals::default();
+    for w in edges.windows(2) {
+        let rows = db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql.clone(),
+                [w[0].into(), w[1].into()],
+            ))
+            .await?;
+        for r in rows {
+            let name: String = r.try_get("", "metric_name")?;
+            let pico = if name == "cost_usd" {
+                dollars_to_pico(r.try_get::<Option<f64>>("", "dollars")?.unwrap_or(0.0))
+            } else {
+                let model: Option<String> = r.try_get("", "model")?;
+                let kind: Option<String> = r.try_get("", "kind")?;
+                let tokens: i64 = r.try_get::<Option<i64>>("", "tokens")?.unwrap_or(0);
+                model
+                    .and_then(|m| {
+                        prices.cost_pico(&m, TokenType::from_label(kind.as_deref()), tokens, w[0])
+                    })
+                    .unwrap_or(0)
+            };
+            total.add(&Totals {
+                pico,
+                ..Default::default()
+            });
+        }
+    }
+    Ok(total.dollars())
+}
+
+pub async fn dashboard(
+    db: &DatabaseConnection,
+    prices: &PriceTable,
+    hours: i64,
+) -> Result<Dashboard, QueryError> {
     use events::Column as C;
     let start = since(hours);
     let (users, calls, cost, endpoints, recent, types, hourly) = tokio::try_join!(
         async { Ok::<_, QueryError>(counters::active_users(db, start).await?) },
         metric_sum(db, "api_calls", start),
-        metric_sum(db, "cost_usd", start),
+        window_cost(db, prices, start, now() + Duration::days(1)),
         top_endpoints(db, start),
         async {
             Ok(events::Entity::find()

@@ -94,7 +94,8 @@ pub struct Dashboard {
     pub active_users: i64,
     /// Sum of `api_calls` metrics in the window.
     pub total_api_calls: f64,
-    /// Sum of `cost_usd` metrics in the window.
+    /// The users' `cost_usd` metrics plus their `tokens_used` priced by
+    /// model, as `/analytics/costs` counts them, in the window.
     pub total_cost: f64,
     /// The 5 endpoints with the most metric rows in the window.
     pub top_endpoints: Vec<EndpointCount>,

@@ -111,6 +111,11 @@ impl Jobs {
         })
     }
 
+    /// The price table the usage rollup charges with.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
+    }
+
     /// Runs a job now (a scheduled tick or a manual trigger).
     pub async fn run(&self, job: Job) -> Result<RunReport, JobError> {
         let _guard = self.locks[job as usize].lock().await;

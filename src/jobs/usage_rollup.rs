@@ -85,10 +85,7 @@ fn contribution(prices: &PriceTable, m: &MetricRow) -> Totals {
         },
         "tokens_used" => {
             let tokens = m.metric_value.round() as i64;
-            let kind = match m.labels.get("token_type").and_then(|v| v.as_str()) {
-                Some("output") => TokenType::Output,
-                _ => TokenType::Input,
-            };
+            let kind = TokenType::from_label(m.labels.get("token_type").and_then(|v| v.as_str()));
             let pico = model
                 .and_then(|model| prices.cost_pico(model, kind, tokens, m.timestamp))
                 .unwrap_or(0);

@@ -239,6 +239,35 @@ async fn rollup_fills_usage_to_the_cent_and_reruns_change_nothing() {
     }
 }
 
+/// The dashboard prices tokens as the rollup does: its `total_cost` for a
+/// window holding all the seeded money equals `/analytics/costs`, before the
+/// rollup has run (from the raw rows) and after (from the usage rows).
+#[tokio::test]
+async fn dashboard_total_cost_equals_the_costs_report() {
+    let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;
+    seed(&app).await;
+    let dashboard_cost = || async {
+        let (status, d) = json(
+            app.get("/analytics/dashboard?hours=48")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{d}");
+        cents(&d["total_cost"])
+    };
+    // $2.50 (1M input at yesterday's price) + $2.00 (500k output at
+    // today's) + $0.10 + $1.25; the unpriced model and user-less rows add 0.
+    assert_eq!(dashboard_cost().await, 585);
+    app.rollup().await;
+    let costs = json(app.get("/analytics/costs?days=2").send().await.unwrap())
+        .await
+        .1;
+    assert_eq!(cents(&costs["summary"]["total_cost_usd"]), 585);
+    assert_eq!(dashboard_cost().await, 585);
+}
+
 #[tokio::test]
 async fn late_data_lands_in_its_day_and_month() {
     let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;

@@ -345,9 +345,13 @@ pub async fn dashboard(
     query: web::Query<HoursQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hours = hours(query.hours)?;
+    let jobs = state.jobs.clone();
     let dashboard = state
         .reads
-        .run(|db| async move { queries::dashboard(&db, hours).await })
+        .run(|db| {
+            let jobs = jobs.clone();
+            async move { queries::dashboard(&db, jobs.prices(), hours).await }
+        })
         .await?;
     Ok(HttpResponse::Ok().json(dashboard))
 }
