@@ -197,11 +197,16 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
     .await?;
     let cache = crate::cache::build(&settings.cache)?;
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    let writer = crate::analytics::queue::start(db.clone(), &settings.analytics, shutdown_rx);
+    let live = crate::analytics::live::LiveFeed::new(settings.analytics.stream);
+    let writer =
+        crate::analytics::queue::start(db.clone(), &settings.analytics, live.clone(), shutdown_rx);
     let mut background = Background {
         shutdown,
         tasks: writer.tasks,
     };
+    background
+        .tasks
+        .extend(live.start(cache.clone(), background.shutdown.subscribe()));
     background
         .tasks
         .extend(cache.start(background.shutdown.subscribe()));
@@ -238,6 +243,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<(AppState, Backgr
             settings.analytics.retention_days,
         ),
         ingest: writer.handle,
+        live,
         reads,
         db,
         cache,

@@ -243,6 +243,18 @@ fn describe_metrics() {
         "Ingest requests answered 503, by reason (queue_full, database_unavailable)"
     );
     describe_gauge!(
+        "stream_connections",
+        "Open live event streams on this replica"
+    );
+    describe_counter!(
+        "stream_dropped_total",
+        "Live event streams closed because the subscriber fell a whole buffer behind"
+    );
+    describe_counter!(
+        "stream_relay_overflow_total",
+        "Committed groups delivered on this replica only, the Redis publisher being backlogged"
+    );
+    describe_gauge!(
         "ingest_queue_depth",
         "Rows waiting for the group-commit writer"
     );

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
+use super::live::LiveFeed;
 use super::store::{self, ROWS_PER_STATEMENT};
 use super::{Event, IngestError, Metric, NewEvent, NewMetric};
 use crate::config::AnalyticsSettings;
@@ -138,6 +139,7 @@ pub struct Writer {
 pub fn start(
     db: DatabaseConnection,
     settings: &AnalyticsSettings,
+    live: Arc<LiveFeed>,
     shutdown: watch::Receiver<bool>,
 ) -> Writer {
     let writers = match db.get_database_backend() {
@@ -156,6 +158,7 @@ pub fn start(
         .map(|i| {
             tokio::spawn(run(
                 db.clone(),
+                live.clone(),
                 queue.clone(),
                 max_rows,
                 i > 0,
@@ -171,6 +174,7 @@ pub fn start(
 
 async fn run(
     db: DatabaseConnection,
+    live: Arc<LiveFeed>,
     queue: Arc<Queue>,
     max_rows: usize,
     helper: bool,
@@ -215,7 +219,7 @@ async fn run(
             if !rest.is_empty() {
                 tracing::info!(jobs = rest.len(), "draining the ingest queue");
                 for chunk in chunk_jobs(rest, max_rows) {
-                    process(&db, chunk).await;
+                    process(&db, &live, chunk).await;
                 }
             }
             break;
@@ -233,7 +237,7 @@ async fn run(
         }
         drop(rx);
         queue.taken(rows);
-        process(&db, jobs).await;
+        process(&db, &live, jobs).await;
     }
     tracing::info!("ingest writer stopped");
 }
@@ -264,13 +268,15 @@ fn chunk_jobs(jobs: Vec<Job>, max_rows: usize) -> Vec<Vec<Job>> {
 /// Commits a group, retrying while the database is unreachable and each
 /// job's deadline allows. A data error in the group falls back to one
 /// commit per job, so one bad request cannot fail its neighbours.
-async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
+async fn process(db: &DatabaseConnection, live: &LiveFeed, mut jobs: Vec<Job>) {
     let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
     let mut backoff = Duration::from_millis(50);
     loop {
         let start = Instant::now();
-        match store::commit(db, &jobs).await {
+        match store::commit(db, &jobs, live.wanted()).await {
             Ok(mut stored) => {
+                // Committed: only now may subscribers see them.
+                live.publish(std::mem::take(&mut stored.new_events));
                 ::metrics::histogram!("ingest_commit_duration_seconds")
                     .record(start.elapsed().as_secs_f64());
                 ::metrics::histogram!("ingest_batch_rows").record(rows as f64);
@@ -298,7 +304,7 @@ async fn process(db: &DatabaseConnection, mut jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, "group commit failed; committing its requests one by one");
                 for job in jobs {
-                    Box::pin(process(db, vec![job])).await;
+                    Box::pin(process(db, live, vec![job])).await;
                 }
                 return;
             }

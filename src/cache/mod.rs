@@ -48,6 +48,34 @@ pub trait Cache: Send + Sync + 'static {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+    /// Sends `payload` to every replica following `channel`. `Ok(false)`:
+    /// nothing is shared between processes (the in-process cache), so the
+    /// caller delivers it here itself.
+    async fn publish(&self, _channel: &str, _payload: &str) -> Result<bool, CacheError> {
+        Ok(false)
+    }
+    /// Follows `channel` on the shared store; `None` when there is none.
+    fn follow(
+        &self,
+        _channel: &str,
+        _follower: Arc<dyn Follower>,
+        _shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
+}
+
+/// Where a followed channel's messages go.
+pub trait Follower: Send + Sync + 'static {
+    /// Subscribed (again): messages flow from now on.
+    fn up(&self) {}
+    fn message(&self, payload: String);
+    /// False asks for a fresh subscription (something saw Redis fail).
+    fn live(&self) -> bool {
+        true
+    }
+    /// Unsubscribed: messages sent meanwhile are missed.
+    fn down(&self) {}
 }
 
 pub type SharedCache = Arc<dyn Cache>;

@@ -8,7 +8,7 @@ use deadpool_redis::{PoolConfig, Runtime, Timeouts};
 use futures_util::StreamExt;
 
 use super::near::Near;
-use super::{Cache, CacheError};
+use super::{Cache, CacheError, Follower};
 
 /// Every command is bounded: a stalled Redis must not stall requests.
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -202,13 +202,35 @@ impl RedisCache {
     }
 }
 
-/// Follows the invalidation channel; the near cache is used only while
-/// subscribed, and is emptied whenever the subscription (or any Redis
+/// The near cache follows the invalidation channel: it is used only while
+/// subscribed, and emptied whenever the subscription (or any Redis
 /// operation) fails.
-async fn listen(
+impl Follower for Near {
+    fn up(&self) {
+        Near::up(self);
+        metrics::gauge!("cache_near_live").set(1.0);
+    }
+
+    fn message(&self, payload: String) {
+        self.invalidate(&payload);
+    }
+
+    fn live(&self) -> bool {
+        self.is_live()
+    }
+
+    fn down(&self) {
+        Near::down(self);
+        metrics::gauge!("cache_near_live").set(0.0);
+    }
+}
+
+/// Follows `channel` on one node at a time, moving to the next seed when a
+/// node fails or the follower reports itself down.
+async fn follow(
     clients: Vec<redis::Client>,
     channel: String,
-    near: Arc<Near>,
+    follower: Arc<dyn Follower>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     for client in clients.iter().cycle() {
@@ -219,31 +241,28 @@ async fn listen(
         };
         match tokio::time::timeout(OP_TIMEOUT, subscribed).await {
             Ok(Ok(mut pubsub)) => {
-                near.up();
-                metrics::gauge!("cache_near_live").set(1.0);
+                follower.up();
                 let mut messages = pubsub.on_message();
                 let mut check = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     tokio::select! {
                         msg = messages.next() => match msg {
                             Some(msg) => {
-                                if let Ok(key) = msg.get_payload::<String>() {
-                                    near.invalidate(&key);
+                                if let Ok(payload) = msg.get_payload::<String>() {
+                                    follower.message(payload);
                                 }
                             }
                             None => break,
                         },
-                        // Taken down by a failed operation: subscribe anew.
-                        _ = check.tick() => if !near.is_live() { break },
+                        _ = check.tick() => if !follower.live() { break },
                         _ = shutdown.changed() => return,
                     }
                 }
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "cache invalidation channel unavailable"),
-            Err(_) => tracing::warn!("cache invalidation channel: subscribe timed out"),
+            Ok(Err(e)) => tracing::warn!(error = %e, %channel, "Redis channel unavailable"),
+            Err(_) => tracing::warn!(%channel, "Redis channel: subscribe timed out"),
         }
-        near.down();
-        metrics::gauge!("cache_near_live").set(0.0);
+        follower.down();
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = shutdown.changed() => return,
@@ -362,10 +381,38 @@ impl Cache for RedisCache {
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        Some(tokio::spawn(listen(
+        Some(tokio::spawn(follow(
             self.subscribe_to.clone(),
             self.channel.clone(),
             self.near.clone(),
+            shutdown,
+        )))
+    }
+
+    async fn publish(&self, channel: &str, payload: &str) -> Result<bool, CacheError> {
+        let channel = self.key(channel);
+        let payload = payload.to_string();
+        self.run(|mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .map(|_| true)
+    }
+
+    fn follow(
+        &self,
+        channel: &str,
+        follower: Arc<dyn Follower>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(follow(
+            self.subscribe_to.clone(),
+            self.key(channel),
+            follower,
             shutdown,
         )))
     }

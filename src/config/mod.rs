@@ -126,6 +126,9 @@ struct Raw {
     ingest_max_batch_rows: usize,
     ingest_wait_timeout: u64,
     ingest_writers: usize,
+    stream_buffer: usize,
+    stream_max_per_caller: usize,
+    stream_heartbeat: u64,
     usage_rollup_interval: u64,
     retention_interval: u64,
     partition_job_interval: u64,
@@ -468,6 +471,21 @@ impl Settings {
             "must be between 1 and 300 seconds",
         )?;
         ensure(
+            (16..=1_000_000).contains(&r.stream_buffer),
+            "stream_buffer",
+            "must be between 16 and 1000000 events",
+        )?;
+        ensure(
+            (1..=10_000).contains(&r.stream_max_per_caller),
+            "stream_max_per_caller",
+            "must be between 1 and 10000",
+        )?;
+        ensure(
+            (1..=3600).contains(&r.stream_heartbeat),
+            "stream_heartbeat",
+            "must be between 1 and 3600 seconds",
+        )?;
+        ensure(
             r.metrics_batch_size > 0,
             "metrics_batch_size",
             "must be at least 1",
@@ -484,6 +502,11 @@ impl Settings {
             max_batch_rows: r.ingest_max_batch_rows,
             wait_timeout: Duration::from_secs(r.ingest_wait_timeout),
             writers: r.ingest_writers,
+            stream: StreamSettings {
+                buffer: r.stream_buffer,
+                max_per_caller: r.stream_max_per_caller,
+                heartbeat: Duration::from_secs(r.stream_heartbeat),
+            },
         };
         ensure(
             r.usage_rollup_interval > 0 && r.retention_interval > 0,

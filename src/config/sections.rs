@@ -251,6 +251,19 @@ pub struct AnalyticsSettings {
     pub wait_timeout: Duration,
     /// Group-commit writers on Postgres.
     pub writers: usize,
+    pub stream: StreamSettings,
+}
+
+/// The live event stream (`/analytics/events/stream`).
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSettings {
+    /// Events each replica holds for its subscribers: one that falls this
+    /// far behind is dropped.
+    pub buffer: usize,
+    /// Open streams per caller (API key, else client address).
+    pub max_per_caller: usize,
+    /// A comment line sent this often so gateways keep the stream open.
+    pub heartbeat: Duration,
 }
 
 #[derive(Debug, Clone)]

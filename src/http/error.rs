@@ -8,6 +8,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::analytics::live::LiveError;
 use crate::analytics::{IngestError, Invalid, QueryError};
 use crate::auth::AuthError;
 use crate::jobs::JobError;
@@ -130,6 +131,18 @@ impl From<IngestError> for ApiError {
                 retry_after: 2,
             },
             IngestError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl From<LiveError> for ApiError {
+    fn from(err: LiveError) -> Self {
+        let detail = err.to_string();
+        match err {
+            LiveError::TooManyStreams { .. } => ApiError::TooManyRequests {
+                detail,
+                retry_after: 5,
+            },
         }
     }
 }

@@ -67,6 +67,7 @@ user routes also take a bearer access token. Errors are `{\"detail\": \"…\"}`.
         crate::http::analytics::routes::list_metrics,
         crate::http::analytics::routes::list_events,
         crate::http::analytics::routes::export_events,
+        crate::http::analytics::stream::stream_events,
         crate::http::analytics::routes::export_metrics,
         crate::http::analytics::routes::uniques,
         crate::http::analytics::routes::funnel,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use sea_orm::DatabaseConnection;
 
+use crate::analytics::live::LiveFeed;
 use crate::analytics::queue::IngestHandle;
 use crate::auth::Auth;
 use crate::cache::SharedCache;
@@ -24,6 +25,7 @@ pub struct AppState {
     pub started_at: Instant,
     pub auth: Arc<Auth>,
     pub ingest: IngestHandle,
+    pub live: Arc<LiveFeed>,
     pub jobs: Arc<Jobs>,
     pub keys: Arc<Keys>,
 }

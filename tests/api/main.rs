@@ -20,4 +20,5 @@ mod hardening;
 mod mfa;
 mod partitions;
 mod replicas;
+mod stream;
 mod usage;

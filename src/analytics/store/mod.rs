@@ -20,13 +20,19 @@ use crate::entity::{events, metrics};
 /// below the bind-parameter limits. Postgres inserts a group as arrays.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;
 
-/// A group's stored rows, in job order.
+/// A group's stored rows, in job order, and the events stored by it (not
+/// before) in id order when asked for.
 pub(super) struct Committed {
     pub(super) events: std::vec::IntoIter<Event>,
     pub(super) metrics: std::vec::IntoIter<Metric>,
+    pub(super) new_events: Vec<Event>,
 }
 
-pub(super) async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Committed, DbErr> {
+pub(super) async fn commit(
+    db: &DatabaseConnection,
+    jobs: &[Job],
+    want_new: bool,
+) -> Result<Committed, DbErr> {
     let mut new_events: Vec<&NewEvent> = vec![];
     let mut new_metrics: Vec<&NewMetric> = vec![];
     for job in jobs {
@@ -35,22 +41,28 @@ pub(super) async fn commit(db: &DatabaseConnection, jobs: &[Job]) -> Result<Comm
             Rows::Metrics(v, _) => new_metrics.extend(v),
         }
     }
-    if db.get_database_backend() == DbBackend::Postgres {
+    let (plan, stored, metrics) = if db.get_database_backend() == DbBackend::Postgres {
         let plan = EventPlan::new(db, &new_events).await?;
-        let (events, metrics) = postgres::write(db, &new_events, &plan, &new_metrics).await?;
-        return Ok(Committed {
-            events: events.into_iter(),
-            metrics: metrics.into_iter(),
-        });
-    }
-    let txn = crate::db::begin_write(db).await?;
-    let events = insert_events(&txn, &new_events).await?;
-    let metrics = insert_metrics(&txn, &new_metrics).await?;
-    counters::add_metrics(&txn, &metrics).await?;
-    txn.commit().await?;
+        let (stored, metrics) = postgres::write(db, &new_events, &plan, &new_metrics).await?;
+        (plan, stored, metrics)
+    } else {
+        let txn = crate::db::begin_write(db).await?;
+        let plan = EventPlan::new(&txn, &new_events).await?;
+        let stored = insert_events(&txn, &new_events, &plan).await?;
+        let metrics = insert_metrics(&txn, &new_metrics).await?;
+        counters::add_metrics(&txn, &metrics).await?;
+        txn.commit().await?;
+        (plan, stored, metrics)
+    };
+    let fresh = if want_new {
+        plan.fresh.iter().map(|i| stored[i].clone()).collect()
+    } else {
+        vec![]
+    };
     Ok(Committed {
-        events: events.into_iter(),
+        events: plan.answers(&new_events, &stored).into_iter(),
         metrics: metrics.into_iter(),
+        new_events: fresh,
     })
 }
 
@@ -144,10 +156,12 @@ impl<'a> EventPlan<'a> {
     }
 }
 
-/// Inserts events; rows whose `event_id` is already stored (or appears
-/// earlier in this group) are answered with the stored row instead.
-async fn insert_events(txn: &DatabaseTransaction, rows: &[&NewEvent]) -> Result<Vec<Event>, DbErr> {
-    let plan = EventPlan::new(txn, rows).await?;
+/// Inserts the plan's fresh events; answers them by index into the group.
+async fn insert_events(
+    txn: &DatabaseTransaction,
+    rows: &[&NewEvent],
+    plan: &EventPlan<'_>,
+) -> Result<HashMap<usize, Event>, DbErr> {
     let mut stored: HashMap<usize, Event> = HashMap::with_capacity(plan.fresh.len());
     for chunk in plan.fresh.chunks(ROWS_PER_STATEMENT) {
         let keys = events::Entity::insert_many(chunk.iter().map(|&i| event_row(rows[i])))
@@ -163,7 +177,7 @@ async fn insert_events(txn: &DatabaseTransaction, rows: &[&NewEvent]) -> Result<
     // Only rows stored now count; retried event_ids were counted before.
     let new: Vec<&Event> = plan.fresh.iter().map(|i| &stored[i]).collect();
     counters::add_events(txn, &new).await?;
-    Ok(plan.answers(rows, &stored))
+    Ok(stored)
 }
 
 async fn insert_metrics(

@@ -71,13 +71,14 @@ SELECT true, id FROM m
 "#;
 
 /// Writes the plan's fresh events, every metric and their counters; answers
-/// each event (stored now or before) and each metric in group order.
+/// the events stored now (by index into the group) and each metric in
+/// group order.
 pub(super) async fn write(
     db: &DatabaseConnection,
     events: &[&NewEvent],
     plan: &EventPlan<'_>,
     metrics: &[&NewMetric],
-) -> Result<(Vec<Event>, Vec<Metric>), DbErr> {
+) -> Result<(HashMap<usize, Event>, Vec<Metric>), DbErr> {
     let fresh: Vec<&NewEvent> = plan.fresh.iter().map(|&i| events[i]).collect();
     let mut query = sqlx::query_as::<_, (bool, i64)>(WRITE);
     query = bind_events(query, &fresh);
@@ -107,7 +108,7 @@ pub(super) async fn write(
         .zip(metric_ids)
         .map(|(m, (_, id))| stored_metric(id, m))
         .collect();
-    Ok((plan.answers(events, &stored), metrics))
+    Ok((stored, metrics))
 }
 
 /// The stored rows of these `event_id`s. The key table holds each id once

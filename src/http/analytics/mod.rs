@@ -2,4 +2,5 @@
 
 pub mod dto;
 pub mod routes;
+pub mod stream;
 pub mod usage;

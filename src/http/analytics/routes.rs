@@ -541,6 +541,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_events)),
     )
     .service(web::resource("/analytics/events/batch").route(web::post().to(post_events_batch)))
+    .service(
+        web::resource("/analytics/events/stream")
+            .route(web::get().to(super::stream::stream_events)),
+    )
     .service(web::resource("/analytics/events/by-type").route(web::get().to(by_type)))
     .service(
         web::resource("/analytics/events/export")
