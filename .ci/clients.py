@@ -25,6 +25,8 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.integrations.base_client.errors import OAuthError
 
+from browser import chrome
+
 BIN = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "target/debug/platform-server")
 SHOT = os.path.abspath("target/swagger-authorize.png")
 EMAIL, PASSWORD = "swagger@example.com", "correct-horse-battery"
@@ -102,25 +104,11 @@ def oauth2_library(base, secret):
 
 
 def swagger_ui(base, secret):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    profile = tempfile.mkdtemp()
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,2000",
-                 f"--user-data-dir={profile}",
-                 # Nothing off loopback: every other host resolves nowhere.
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]:
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=opts)
+    driver = chrome()
     wait = WebDriverWait(driver, 20)
     try:
         driver.get(base + "/docs/")
@@ -171,7 +159,6 @@ def swagger_ui(base, secret):
         check(EMAIL in body, "the answer is the user")
     finally:
         driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def main():

@@ -16,13 +16,13 @@ import base64
 import http.server
 import json
 import os
-import shutil
 import socketserver
 import sys
 import tempfile
 import threading
 
 from blackbox import check, request, start
+from browser import chrome
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "target/debug/platform-server"
 KEY = "passkeys-key"
@@ -119,20 +119,9 @@ def start_server():
 
 
 def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.virtual_authenticator import VirtualAuthenticatorOptions
 
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", f"--user-data-dir={tempfile.mkdtemp()}",
-                 # Nothing off loopback.
-                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]:
-        opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"),
-                              options=opts)
+    driver = chrome()
     driver.set_script_timeout(30)
     driver.get(PAGE + "/")
     # The authenticator side: Chromium's virtual CTAP2 authenticator with

@@ -113,6 +113,7 @@ impl Application {
                 .configure(crate::http::jobs::routes)
                 .configure(crate::http::keys::routes)
                 .configure(crate::http::legacy::routes)
+                .configure(crate::http::dashboard::routes)
                 .route("/openapi.json", web::get().to(serve_openapi))
                 .service(SwaggerUi::new("/docs/{_:.*}").config(Config::new(["/openapi.json"])))
                 .route("/docs", web::get().to(redirect_to_docs))
@@ -126,6 +127,9 @@ impl Application {
                 .wrap(security_headers())
         })
         .shutdown_timeout(http.shutdown_timeout)
+        // Signals are handled in `run_until_stopped`: live streams, which
+        // never finish by themselves, must end before the drain.
+        .disable_signals()
         .listen(listener)?;
         if http.workers > 0 {
             server = server.workers(http.workers);
@@ -171,6 +175,13 @@ impl Application {
         if let Some(metrics) = self.metrics_server {
             tokio::spawn(metrics);
         }
+        let (handle, live) = (self.server.handle(), self.state.live.clone());
+        tokio::spawn(async move {
+            stop_signal().await;
+            tracing::info!("stop signal: closing live streams and draining requests");
+            live.close();
+            handle.stop(true).await;
+        });
         self.server.await?;
         tracing::info!("HTTP server stopped; draining the ingest queue");
         self.background.stop().await;
@@ -179,6 +190,23 @@ impl Application {
         }
         self.state.db.close_by_ref().await.ok();
         Ok(())
+    }
+}
+
+/// SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM cannot be followed; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -291,6 +319,8 @@ fn cors(origins: Option<&[String]>) -> Cors {
             header::ACCEPT,
             header::HeaderName::from_static("x-api-key"),
             header::HeaderName::from_static("x-request-id"),
+            // The live stream's resume point.
+            header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([
             header::HeaderName::from_static("x-request-id"),

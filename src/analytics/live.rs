@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, QuerySelect};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::domain::EventFilter;
 use super::queries::events_matching;
@@ -102,6 +102,8 @@ pub struct LiveFeed {
     /// Set when a shared store carries the groups to every replica.
     relay: OnceLock<mpsc::Sender<Vec<Event>>>,
     open: Mutex<HashMap<String, usize>>,
+    /// True once the server is stopping: every stream ends.
+    closing: watch::Sender<bool>,
     pub settings: StreamSettings,
 }
 
@@ -111,8 +113,15 @@ impl LiveFeed {
             ring: broadcast::channel(settings.buffer.max(1)).0,
             relay: OnceLock::new(),
             open: Mutex::new(HashMap::new()),
+            closing: watch::channel(false).0,
             settings,
         })
+    }
+
+    /// Ends every stream, now and from now on (the server is stopping and
+    /// its drain would otherwise wait for them); clients resume elsewhere.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     /// Follows the shared channel and starts the publisher, when the cache
@@ -178,6 +187,7 @@ impl LiveFeed {
         ::metrics::gauge!("stream_connections").increment(1.0);
         Ok(Subscription {
             rx: self.ring.subscribe(),
+            closing: self.closing.subscribe(),
             replayed: Replayed::default(),
             _slot: Slot {
                 feed: self.clone(),
@@ -262,6 +272,7 @@ pub enum Next {
 
 pub struct Subscription {
     rx: broadcast::Receiver<Arc<LiveEvent>>,
+    closing: watch::Receiver<bool>,
     replayed: Replayed,
     _slot: Slot,
 }
@@ -270,7 +281,11 @@ impl Subscription {
     /// The next live event matching `filter` that was not replayed.
     pub async fn next(&mut self, filter: &EventFilter) -> Next {
         loop {
-            match self.rx.recv().await {
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                _ = self.closing.wait_for(|c| *c) => return Next::Closed,
+            };
+            match received {
                 Ok(e) if e.matches(filter) && !self.replayed.ids.contains(&e.id) => {
                     return Next::Event(e);
                 }
@@ -378,6 +393,22 @@ mod tests {
         assert!(matches!(
             slow.next(&EventFilter::default()).await,
             Next::Behind
+        ));
+    }
+
+    #[tokio::test]
+    async fn closing_ends_every_stream() {
+        let feed = feed(4);
+        let mut sub = feed.subscribe("a".into()).unwrap();
+        feed.close();
+        assert!(matches!(
+            sub.next(&EventFilter::default()).await,
+            Next::Closed
+        ));
+        let mut late = feed.subscribe("b".into()).unwrap();
+        assert!(matches!(
+            late.next(&EventFilter::default()).await,
+            Next::Closed
         ));
     }
 

@@ -13,7 +13,8 @@ use crate::keys::{Quota, Scope};
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
-/// Paths that need no key: probes, docs and public key material. The OAuth2
+/// Paths that need no key: probes, docs, the dashboard page (it asks for
+/// one) and public key material. The OAuth2
 /// token endpoint checks its client itself, because clients send the key as
 /// the client secret rather than as a header.
 pub(crate) fn is_exempt(path: &str) -> bool {
@@ -25,6 +26,7 @@ pub(crate) fn is_exempt(path: &str) -> bool {
         || path.starts_with("/docs/")
         || path == "/openapi.json"
         || path.starts_with("/.well-known/")
+        || super::dashboard::is_page(path)
 }
 
 /// The scope a route needs; `None` for exempt and unknown paths.
@@ -157,6 +159,8 @@ mod tests {
             "/openapi.json",
             "/.well-known/jwks.json",
             "/auth/token",
+            "/dashboard",
+            "/dashboard/app.js",
         ] {
             assert!(is_exempt(p), "{p}");
         }
@@ -167,6 +171,7 @@ mod tests {
             "/login",
             "/healthz",
             "/docsx",
+            "/dashboard/other",
         ] {
             assert!(!is_exempt(p), "{p}");
         }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod bounded;
 pub mod callers;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod jobs;

@@ -316,3 +316,66 @@ async fn a_subscriber_on_another_replica_gets_each_event_once() {
     let marker = post_events(&a, vec![json!({"event_type": "order"})]).await;
     assert_eq!(on_b.events(1).await[0].0, marker[0]);
 }
+
+/// The page and its assets come from the binary, without a key, under a
+/// CSP that allows nothing from elsewhere; the page itself names nothing
+/// from elsewhere either.
+#[tokio::test]
+async fn the_dashboard_page_is_served_from_the_binary_under_a_strict_csp() {
+    let app = spawn_app().await;
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/app.css", "text/css"),
+    ] {
+        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        let body = resp.text().await.unwrap();
+        // Only the SVG namespace is an absolute URL, and it is never fetched.
+        let outside = body
+            .matches("http://")
+            .count()
+            .saturating_sub(body.matches("http://www.w3.org/2000/svg").count())
+            + body.matches("https://").count();
+        assert_eq!(outside, 0, "{path} names no outside resource");
+    }
+    let page = app.text_of(app.client.get(app.url("/dashboard"))).await;
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "nothing inline"
+    );
+    for id in [
+        "stat-events",
+        "stat-users",
+        "stat-calls",
+        "stat-cost",
+        "feed",
+        "range",
+    ] {
+        assert!(page.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    // Only the page's own files are open: other paths under it need a key.
+    let resp = app
+        .client
+        .get(app.url("/dashboard/other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
