@@ -168,6 +168,9 @@ def load_rows(db_url, events, metrics, users):
     INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
     SELECT DISTINCT date_trunc('hour', timestamp), user_id FROM platform_analytics_events
     WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ON CONFLICT DO NOTHING;
+    INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
+    SELECT DISTINCT date_trunc('hour', timestamp), event_type, user_id FROM platform_analytics_events
+    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ON CONFLICT DO NOTHING;
     INSERT INTO platform_analytics_event_hours (bucket, event_type, events)
     SELECT date_trunc('hour', timestamp), event_type, COUNT(*) FROM platform_analytics_events
     WHERE id > (SELECT e FROM mark) GROUP BY 1, 2

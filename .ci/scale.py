@@ -2,7 +2,8 @@
 """Postgres at scale, in the production configuration (logs on, fsync on):
 ingest on empty tables, SCALE_ROWS events and as many metrics loaded into
 their time partitions (30 days), ingest again with them stored, dashboard
-and usage latency, an export of every event (exact count, flat memory), and
+and usage latency, unique users checked against COUNT(DISTINCT) and a
+funnel timed, an export of every event (exact count, flat memory), and
 retention dropping a day. With BENCH_REPLICA_URL (a
 streaming replica, `BENCH_REPLICA=1 .ci/scale.sh`), the dashboard is read
 from the replica while ingest runs at full rate. Run through .ci/scale.sh."""
@@ -116,6 +117,40 @@ def export_all(db_url, pid):
         failed.append("export")
 
 
+def audience(db_url):
+    """Unique users over 24 hours and 7 days (windows cut mid-hour), equal to
+    COUNT(DISTINCT user_id) over the raw rows, and their latency; one funnel
+    over the last 24 hours, timed."""
+    now = time.time()
+    stamp = lambda t: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".500000Z"
+    for label, hours in (("24 hours", 24), ("7 days", 168)):
+        frm, to = stamp(now - hours * 3600 - 1234), stamp(now - 777)
+        path = f"/analytics/uniques?from={frm}&to={to}"
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            got = B.http("GET", path, timeout=600)
+            times.append(time.perf_counter() - t0)
+        where = (f"\"timestamp\" >= '{frm[:-1]}' AND \"timestamp\" < '{to[:-1]}' AND user_id IS NOT NULL")
+        truth = int(psql(db_url, f"SELECT count(DISTINCT user_id) FROM platform_analytics_events WHERE {where}"))
+        per_type = dict(
+            (t, int(n)) for t, n in (line.split("|") for line in psql(db_url,
+                f"SELECT event_type, count(DISTINCT user_id) FROM platform_analytics_events WHERE {where} "
+                f"GROUP BY 1").splitlines()))
+        answered = {t["event_type"]: t["unique_users"] for t in got["by_event_type"]}
+        times.sort()
+        ok = got["unique_users"] == truth and answered == per_type
+        print(f"  uniques over {label}: {got['unique_users']} users, {len(answered)} types "
+              f"({'equal to' if ok else 'DIFFERENT FROM'} COUNT(DISTINCT) over the rows); "
+              f"median {times[2] * 1000:.0f} ms, slowest {times[-1] * 1000:.0f} ms", flush=True)
+        if not ok:
+            failed.append(f"uniques {label}")
+    t0 = time.perf_counter()
+    funnel = B.http("GET", "/analytics/funnels?steps=type_1,type_2,type_3&within_seconds=86400", timeout=1800)
+    print(f"  funnel type_1 > type_2 > type_3 over 24 hours: "
+          f"{[s['users'] for s in funnel['steps']]} users in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
 def main():
     db_url = os.environ["BENCH_DATABASE_URL"]
     backends = {"DATABASE_URL": db_url, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
@@ -142,6 +177,7 @@ def main():
               f"of the empty-table rates (goal: at least 90%)", flush=True)
         B.settle(db_url)
         read = reads("primary, idle")
+        audience(db_url)
         export_all(db_url, proc.pid)
     finally:
         stop(proc)

@@ -4,7 +4,6 @@
 //! batches, so memory stays flat.
 
 use chrono::{DateTime, Duration, NaiveDateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -86,38 +85,20 @@ fn in_window(w: Window) -> sea_orm::Select<events::Entity> {
 }
 
 /// Distinct users of the window, overall and per event type (most first);
-/// `event_type` narrows both to one type.
+/// `event_type` narrows both to one type. Exact, from the hourly presence
+/// tables and the raw rows of the window's partial hours.
 pub async fn uniques(
     db: &DatabaseConnection,
     w: Window,
     event_type: Option<String>,
 ) -> Result<Uniques, QueryError> {
-    use events::Column as C;
-    let mut find = in_window(w);
-    if let Some(t) = event_type {
-        find = find.filter(C::EventType.eq(t));
-    }
-    let distinct = || Expr::col(C::UserId).count_distinct();
-    let overall: Option<i64> = find
-        .clone()
-        .select_only()
-        .column_as(distinct(), "n")
-        .into_tuple()
-        .one(db)
-        .await?;
-    let mut by_type: Vec<(String, i64)> = find
-        .select_only()
-        .column(C::EventType)
-        .column_as(distinct(), "n")
-        .group_by(C::EventType)
-        .into_tuple()
-        .all(db)
-        .await?;
+    let (overall, mut by_type) =
+        super::counters::distinct_users(db, w.from, w.to, event_type.as_deref()).await?;
     by_type.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     Ok(Uniques {
         from: w.from.and_utc(),
         to: w.to.and_utc(),
-        unique_users: overall.unwrap_or(0),
+        unique_users: overall,
         by_event_type: by_type
             .into_iter()
             .map(|(event_type, unique_users)| TypeUniques {

@@ -110,6 +110,17 @@ pub(super) fn user_hours(
         .collect()
 }
 
+/// The event types each user did in each hour, in key order.
+pub(super) fn type_user_hours<'a>(
+    rows: impl IntoIterator<Item = (NaiveDateTime, &'a str, Option<i32>)>,
+) -> BTreeSet<(NaiveDateTime, &'a str, i32)> {
+    rows.into_iter()
+        .filter_map(|(timestamp, event_type, user)| {
+            user.map(|u| (trunc(timestamp, Grain::Hour.step()), event_type, u))
+        })
+        .collect()
+}
+
 /// What the metric counters read of a row, stored or about to be.
 pub(super) trait MetricKey {
     fn key(&self) -> (NaiveDateTime, &str, Option<&str>, f64);
@@ -187,6 +198,21 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
             .map(|(b, u)| vec![b.into(), u.into()])
             .collect(),
     )
+    .await?;
+    let typed = type_user_hours(
+        rows.iter()
+            .map(|e| (e.timestamp, e.event_type.as_str(), e.user_id)),
+    );
+    upsert(
+        conn,
+        "INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)",
+        "ON CONFLICT (bucket, event_type, user_id) DO NOTHING",
+        3,
+        typed
+            .into_iter()
+            .map(|(b, t, u)| vec![b.into(), t.to_string().into(), u.into()])
+            .collect(),
+    )
     .await
 }
 
@@ -230,7 +256,10 @@ pub async fn delete_before<C: ConnectionTrait>(
     let tables = STORED
         .iter()
         .flat_map(|&g| [(events_table(g), g), (metrics_table(g), g)])
-        .chain([("platform_analytics_event_user_hours", Grain::Hour)]);
+        .chain([
+            ("platform_analytics_event_user_hours", Grain::Hour),
+            ("platform_analytics_event_type_user_hours", Grain::Hour),
+        ]);
     for (table, grain) in tables {
         let sql = format!(
             "DELETE FROM {table} WHERE bucket < {}",
@@ -340,6 +369,90 @@ pub async fn active_users<C: ConnectionTrait>(
         .map(|r| r.try_get::<i64>("", "n"))
         .transpose()?
         .unwrap_or(0))
+}
+
+/// Distinct users with events in [from, to), overall and per event type
+/// (optionally one type): whole hours from the presence tables, the
+/// window's partial first and last hours from the raw rows. Exact.
+pub async fn distinct_users<C: ConnectionTrait>(
+    conn: &C,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    event_type: Option<&str>,
+) -> Result<(i64, Vec<(String, i64)>), DbErr> {
+    let backend = conn.get_database_backend();
+    let step = Grain::Hour.step();
+    let (mut h0, mut h1) = (ceil(from, step), trunc(to, step));
+    if h0 >= h1 {
+        // No whole hour: all of it from the raw rows.
+        (h0, h1) = (to, to);
+    }
+    let mut values: Vec<Value> = vec![
+        h0.into(),
+        h1.into(),
+        from.into(),
+        h0.into(),
+        h1.into(),
+        to.into(),
+    ];
+    // Numbered for SQLite too: the type's value is named twice.
+    let p: Vec<String> = (1..=7)
+        .map(|i| match backend {
+            DbBackend::Postgres => format!("${i}"),
+            _ => format!("?{i}"),
+        })
+        .collect();
+    let type_filter = match event_type {
+        Some(t) => {
+            values.push(t.to_string().into());
+            format!(" AND event_type = {}", p[6])
+        }
+        None => String::new(),
+    };
+    let raw = |columns: &str| {
+        format!(
+            "SELECT {columns} FROM platform_analytics_events \
+             WHERE user_id IS NOT NULL{type_filter} AND (\
+               (\"timestamp\" >= {} AND \"timestamp\" < {}) OR \
+               (\"timestamp\" >= {} AND \"timestamp\" < {}))",
+            p[2], p[3], p[4], p[5]
+        )
+    };
+    let whole = format!("bucket >= {} AND bucket < {}{type_filter}", p[0], p[1]);
+    let per_type = format!(
+        "SELECT event_type, COUNT(*) AS n FROM (\
+           SELECT event_type, user_id FROM platform_analytics_event_type_user_hours WHERE {whole} \
+           UNION {}) u GROUP BY event_type",
+        raw("event_type, user_id")
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            per_type,
+            values.clone(),
+        ))
+        .await?;
+    let by_type: Vec<(String, i64)> = rows
+        .iter()
+        .map(|r| Ok((r.try_get("", "event_type")?, r.try_get("", "n")?)))
+        .collect::<Result<_, DbErr>>()?;
+    if event_type.is_some() {
+        let n = by_type.first().map_or(0, |t| t.1);
+        return Ok((n, by_type));
+    }
+    let overall = format!(
+        "SELECT COUNT(*) AS n FROM (\
+           SELECT user_id FROM platform_analytics_event_user_hours WHERE {whole} \
+           UNION {}) u",
+        raw("user_id")
+    );
+    let n = conn
+        .query_one_raw(Statement::from_sql_and_values(backend, overall, values))
+        .await?
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    Ok((n, by_type))
 }
 
 /// Per endpoint (rows, Σ value) of metric `grain` buckets in [from, to),

@@ -1,7 +1,7 @@
 //! Unique users and funnels, checked against answers computed here from the
 //! rows the test stored.
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, Timelike, Utc};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -46,9 +46,9 @@ async fn uniques_count_distinct_users_per_window_and_type() {
         json!([{"event_type": "view", "unique_users": 3}, {"event_type": "buy", "unique_users": 2}])
     );
     let from = (Utc::now() - Duration::minutes(60)).to_rfc3339();
-    let path = format!("/analytics/uniques?from={}", urlencode(&from));
-    assert_eq!(app.get_ok(&path).await["unique_users"], 3);
-    let body = app.get_ok(&format!("{path}&event_type=buy")).await;
+    let body = uniques(&app, &[("from", from.clone())]).await;
+    assert_eq!(body["unique_users"], 3);
+    let body = uniques(&app, &[("from", from), ("event_type", "buy".into())]).await;
     assert_eq!(body["unique_users"], 2);
     assert_eq!(
         body["by_event_type"],
@@ -123,6 +123,110 @@ async fn funnels_count_users_through_ordered_steps_within_the_limit() {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
+async fn uniques(app: &TestApp, query: &[(&str, String)]) -> Value {
+    let (status, body) = json(
+        app.get("/analytics/uniques")
+            .query(query)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Whole hours come from the presence tables and the partial ones from raw
+/// rows: windows cut anywhere give the answers counted from the rows.
+#[tokio::test]
+async fn uniques_equal_the_rows_for_windows_cut_anywhere() {
+    let app = spawn_app().await;
+    let now = Utc::now().with_nanosecond(0).unwrap();
+    let types = ["view", "click", "buy"];
+    // A fixed pseudo-random spread over three days: (seconds ago, user, type).
+    let mut seed: u64 = 42;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % m
+    };
+    let rows: Vec<(i64, Option<i64>, &str)> = (0..1500)
+        .map(|_| {
+            let user = next(60);
+            (
+                next(3 * 86_400) as i64,
+                (user != 0).then_some(user as i64),
+                types[next(3) as usize],
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        let events: Vec<Value> = chunk
+            .iter()
+            .map(|(ago, user, t)| {
+                json!({"event_type": t, "user_id": user,
+                       "timestamp": (now - Duration::seconds(*ago)).to_rfc3339()})
+            })
+            .collect();
+        let (status, body) = app
+            .post_json("/analytics/events/batch", json!({"events": events}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let half = Duration::milliseconds(500);
+    let windows = [
+        // Partial hours at both ends, many whole hours between.
+        (
+            now - Duration::seconds(50 * 3600 + 1017) + half,
+            now - Duration::seconds(3 * 3600 + 311) + half,
+        ),
+        // Less than an hour, inside one.
+        (
+            now - Duration::seconds(2 * 3600 + 1500) + half,
+            now - Duration::seconds(2 * 3600 + 200) + half,
+        ),
+        // Exactly on hour boundaries.
+        {
+            let h = now.with_minute(0).unwrap().with_second(0).unwrap();
+            (h - Duration::hours(30), h - Duration::hours(2))
+        },
+        (
+            now - Duration::hours(72) - Duration::minutes(1),
+            now + Duration::seconds(1),
+        ),
+    ];
+    for (from, to) in windows {
+        let inside: Vec<&(i64, Option<i64>, &str)> = rows
+            .iter()
+            .filter(|(ago, user, _)| {
+                let at = now - Duration::seconds(*ago);
+                user.is_some() && at >= from && at < to
+            })
+            .collect();
+        let distinct = |t: Option<&str>| {
+            inside
+                .iter()
+                .filter(|r| t.is_none_or(|t| r.2 == t))
+                .map(|r| r.1)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len() as i64
+        };
+        let query = [("from", from.to_rfc3339()), ("to", to.to_rfc3339())];
+        let body = uniques(&app, &query).await;
+        assert_eq!(body["unique_users"], distinct(None), "{from}..{to}");
+        for t in types {
+            let got = body["by_event_type"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["event_type"] == t)
+                .map_or(0, |x| x["unique_users"].as_i64().unwrap());
+            assert_eq!(got, distinct(Some(t)), "{t} in {from}..{to}");
+            let mut one = query.to_vec();
+            one.push(("event_type", t.to_string()));
+            assert_eq!(uniques(&app, &one).await["unique_users"], distinct(Some(t)));
+        }
+        assert!(distinct(None) > 0, "the window holds events");
+    }
 }

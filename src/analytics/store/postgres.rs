@@ -15,7 +15,7 @@ use sea_orm::{
 };
 
 use super::{EventPlan, stored_event, stored_metric};
-use crate::analytics::counters::{event_buckets, metric_buckets, user_hours};
+use crate::analytics::counters::{event_buckets, metric_buckets, type_user_hours, user_hours};
 use crate::analytics::{Event, Metric, NewEvent, NewMetric};
 use crate::entity::events;
 use crate::time::Grain;
@@ -45,6 +45,10 @@ WITH e AS (
     INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
     SELECT * FROM unnest($16::timestamp[], $17::int4[])
     ON CONFLICT (bucket, user_id) DO NOTHING
+), type_user_hours AS (
+    INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
+    SELECT * FROM unnest($37::timestamp[], $38::text[], $39::int4[])
+    ON CONFLICT (bucket, event_type, user_id) DO NOTHING
 ), m AS (
     INSERT INTO platform_analytics_metrics
         (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, "timestamp", api_key_id)
@@ -83,6 +87,7 @@ pub(super) async fn write(
     let mut query = sqlx::query_as::<_, (bool, i64)>(WRITE);
     query = bind_events(query, &fresh);
     query = bind_metrics(query, metrics);
+    query = bind_type_users(query, &fresh);
     let returned = query
         .fetch_all(db.get_postgres_connection_pool())
         .await
@@ -181,6 +186,20 @@ fn bind_events<'q>(query: Query<'q>, rows: &[&NewEvent]) -> Query<'q> {
             .into_iter()
             .unzip();
     query.bind(buckets).bind(users)
+}
+
+/// The last parameters ($37..$39): which users did each type in each hour.
+fn bind_type_users<'q>(query: Query<'q>, rows: &[&NewEvent]) -> Query<'q> {
+    let (mut buckets, mut types, mut users) = (vec![], vec![], vec![]);
+    for (b, t, u) in type_user_hours(
+        rows.iter()
+            .map(|e| (e.timestamp, e.event_type.as_str(), e.user_id)),
+    ) {
+        buckets.push(b);
+        types.push(t.to_string());
+        users.push(u);
+    }
+    query.bind(buckets).bind(types).bind(users)
 }
 
 fn bind_metrics<'q>(query: Query<'q>, rows: &[&NewMetric]) -> Query<'q> {
