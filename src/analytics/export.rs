@@ -5,7 +5,9 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
-use sea_orm::{ColumnTrait, DatabaseConnection, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select,
+};
 
 use super::domain::{EventFilter, MetricFilter};
 use super::queries::{events_matching, metrics_matching};
@@ -127,28 +129,27 @@ impl Export {
     /// Counts what will go out: rows after `after_id` up to `through_id`
     /// (given when resuming, else the largest matching id now).
     pub async fn snapshot(&self, db: &DatabaseConnection) -> Result<Snapshot, QueryError> {
-        let through_id = self.through_id;
-        let (rows, max): (i64, Option<i64>) = match &self.rows {
+        let (after, through) = (self.after_id, self.through_id);
+        let (rows, max) = match &self.rows {
             Rows::Events(f) => {
-                let find = self.window_events(f.clone(), self.after_id, through_id);
-                find.select_only()
-                    .column_as(Expr::col(events::Column::Id).count(), "n")
-                    .column_as(Expr::col(events::Column::Id).max(), "m")
-                    .into_tuple()
-                    .one(db)
-                    .await?
+                let cols = (events::Column::Id, events::Column::Timestamp);
+                count_and_max(
+                    db,
+                    self.windowed(events_matching(f.clone()), cols, after, through),
+                    cols.0,
+                )
+                .await?
             }
             Rows::Metrics(f) => {
-                let find = self.window_metrics(f.clone(), self.after_id, through_id);
-                find.select_only()
-                    .column_as(Expr::col(metrics::Column::Id).count(), "n")
-                    .column_as(Expr::col(metrics::Column::Id).max(), "m")
-                    .into_tuple()
-                    .one(db)
-                    .await?
+                let cols = (metrics::Column::Id, metrics::Column::Timestamp);
+                count_and_max(
+                    db,
+                    self.windowed(metrics_matching(f.clone()), cols, after, through),
+                    cols.0,
+                )
+                .await?
             }
-        }
-        .unwrap_or((0, None));
+        };
         Ok(Snapshot {
             rows: rows as u64,
             through_id: max,
@@ -178,74 +179,99 @@ impl Export {
         through: i64,
     ) -> Result<Option<(Vec<u8>, i64)>, QueryError> {
         let mut out = Output::new(self.format);
+        let through = Some(through);
         let last = match &self.rows {
             Rows::Events(f) => {
-                let rows = self
-                    .window_events(f.clone(), after, Some(through))
-                    .order_by_asc(events::Column::Id)
-                    .limit(BATCH)
-                    .all(db)
-                    .await?;
-                for row in &rows {
-                    out.event(&EventResponse::from(row));
-                }
-                rows.last().map(|r| r.id)
+                let cols = (events::Column::Id, events::Column::Timestamp);
+                let find = self.windowed(events_matching(f.clone()), cols, after, through);
+                next_batch(db, find, cols.0, &mut out).await?
             }
             Rows::Metrics(f) => {
-                let rows = self
-                    .window_metrics(f.clone(), after, Some(through))
-                    .order_by_asc(metrics::Column::Id)
-                    .limit(BATCH)
-                    .all(db)
-                    .await?;
-                for row in &rows {
-                    out.metric(&MetricResponse::from(row));
-                }
-                rows.last().map(|r| r.id)
+                let cols = (metrics::Column::Id, metrics::Column::Timestamp);
+                let find = self.windowed(metrics_matching(f.clone()), cols, after, through);
+                next_batch(db, find, cols.0, &mut out).await?
             }
         };
         Ok(last.map(|id| (out.finish(), id)))
     }
 
-    fn window_events(
+    /// `find` narrowed to ids in (`after`, `through`] and the export's window.
+    fn windowed<E: EntityTrait>(
         &self,
-        f: EventFilter,
+        find: Select<E>,
+        (id, timestamp): (E::Column, E::Column),
         after: i64,
         through: Option<i64>,
-    ) -> sea_orm::Select<events::Entity> {
-        use events::Column as C;
-        let mut find = events_matching(f).filter(C::Id.gt(after));
+    ) -> Select<E> {
+        let mut find = find.filter(id.gt(after));
         if let Some(t) = through {
-            find = find.filter(C::Id.lte(t));
+            find = find.filter(id.lte(t));
         }
         if let Some(v) = self.from {
-            find = find.filter(C::Timestamp.gte(v));
+            find = find.filter(timestamp.gte(v));
         }
         if let Some(v) = self.to {
-            find = find.filter(C::Timestamp.lt(v));
+            find = find.filter(timestamp.lt(v));
         }
         find
     }
+}
 
-    fn window_metrics(
-        &self,
-        f: MetricFilter,
-        after: i64,
-        through: Option<i64>,
-    ) -> sea_orm::Select<metrics::Entity> {
-        use metrics::Column as C;
-        let mut find = metrics_matching(f).filter(C::Id.gt(after));
-        if let Some(t) = through {
-            find = find.filter(C::Id.lte(t));
-        }
-        if let Some(v) = self.from {
-            find = find.filter(C::Timestamp.gte(v));
-        }
-        if let Some(v) = self.to {
-            find = find.filter(C::Timestamp.lt(v));
-        }
-        find
+async fn count_and_max<E: EntityTrait>(
+    db: &DatabaseConnection,
+    find: Select<E>,
+    id: E::Column,
+) -> Result<(i64, Option<i64>), QueryError> {
+    Ok(find
+        .select_only()
+        .column_as(Expr::col(id).count(), "n")
+        .column_as(Expr::col(id).max(), "m")
+        .into_tuple()
+        .one(db)
+        .await?
+        .unwrap_or((0, None)))
+}
+
+/// A stored row as an export writes it.
+trait Exported {
+    fn id(&self) -> i64;
+    fn write(&self, out: &mut Output);
+}
+
+impl Exported for events::Model {
+    fn id(&self) -> i64 {
+        self.id
     }
+    fn write(&self, out: &mut Output) {
+        out.event(&EventResponse::from(self));
+    }
+}
+
+impl Exported for metrics::Model {
+    fn id(&self) -> i64 {
+        self.id
+    }
+    fn write(&self, out: &mut Output) {
+        out.metric(&MetricResponse::from(self));
+    }
+}
+
+/// Writes the next `BATCH` rows of `find` in id order; answers the last id.
+async fn next_batch<E>(
+    db: &DatabaseConnection,
+    find: Select<E>,
+    id: E::Column,
+    out: &mut Output,
+) -> Result<Option<i64>, QueryError>
+where
+    E: EntityTrait,
+    E::Model: Exported,
+{
+    let rows = find.order_by_asc(id).limit(BATCH).all(db).await?;
+    for row in &rows {
+        row.write(out);
+    }
+    Ok(rows.last().map(Exported::id))
 }
 
 /// One batch being formatted.

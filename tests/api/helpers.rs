@@ -452,6 +452,17 @@ pub async fn expect_error(resp: Response, status: u16) -> String {
         .to_string()
 }
 
+/// Asserts that each query string of `path` is refused with a 422 and a
+/// `detail`.
+pub async fn expect_422_for(app: &TestApp, path: &str, queries: &[&str]) {
+    for query in queries {
+        let resp = app.get(&format!("{path}?{query}")).send().await.unwrap();
+        let (status, body) = json(resp).await;
+        assert_eq!(status, 422, "{query}: {body}");
+        assert!(body["detail"].is_string(), "{query}: {body}");
+    }
+}
+
 /// A TCP forwarder on loopback whose `stop` cuts every connection through
 /// it, so a test can take the database away from a running server.
 pub struct TcpProxy {
