@@ -11,7 +11,10 @@ b. Three servers behind nginx on one Postgres and Redis under mixed load
    SIGKILL mid-run. Every event answered 200 is stored, an unanswered event
    retried by the client is stored once, every metric answered 200 is
    stored, a logout on one replica is refused by the others, and the jobs
-   keep running on the survivors (their advisory lock is taken over).
+   keep running on the survivors (their advisory lock is taken over). A
+   live-stream subscriber through nginx sees each event once, whichever
+   replica commits it, and reconnects with Last-Event-ID when its own
+   replica dies; a resume from its first id replays every stored event.
 
 Figures are printed as `figure name=value` lines for the README.
 """
@@ -235,6 +238,42 @@ http {{
 """
 
 
+def read_stream(base, query, last_id, until, on_event):
+    """Reads the live stream until `until()` is true, reconnecting with
+    Last-Event-ID whenever it ends; `on_event(id, body)` per event.
+    Answers how many times it reconnected."""
+    import json
+    import urllib.request
+    reconnects = 0
+    while not until():
+        headers = {"X-API-Key": KEY}
+        if last_id is not None:
+            headers["Last-Event-ID"] = str(last_id)
+        try:
+            req = urllib.request.Request(base + "/analytics/events/stream" + query, headers=headers)
+            with urllib.request.urlopen(req, timeout=5) as r:
+                msg = {}
+                for raw in r:
+                    line = raw.decode().rstrip("\n")
+                    if line.startswith("id: "):
+                        msg["id"] = int(line[4:])
+                    elif line.startswith("data: "):
+                        msg["data"] = json.loads(line[6:])
+                    elif not line and "id" in msg:
+                        last_id = msg["id"]
+                        on_event(msg["id"], msg["data"])
+                        msg = {}
+                    elif not line:
+                        msg = {}
+                    if until():
+                        return reconnects
+        except OSError:
+            pass
+        reconnects += 1
+        time.sleep(0.2)
+    return reconnects
+
+
 def behind_nginx():
     print("b. three servers behind nginx; one killed with SIGKILL under mixed load")
     work = tempfile.mkdtemp(prefix="ops-nginx-")
@@ -243,7 +282,8 @@ def behind_nginx():
         f.write(NGINX_CONF.format(dir=work))
     nginx = subprocess.Popen(["nginx", "-c", conf, "-p", work], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     lb = "http://127.0.0.1:18530"
-    env = {"REDIS_URL": REDIS, "TRUSTED_PROXIES": "127.0.0.1"}
+    # Heartbeats every second: a stream through a dead replica ends quickly.
+    env = {"REDIS_URL": REDIS, "TRUSTED_PROXIES": "127.0.0.1", "STREAM_HEARTBEAT": "1"}
     servers = [Server(f"replica-{i}", 18531 + i, env) for i in range(3)]
     for _ in range(100):
         if call(lb, "GET", "/health/live")[0] == 200:
@@ -306,6 +346,17 @@ def behind_nginx():
             if code == 200:
                 log.add("verify", call(lb, "GET", "/auth/verify", token=body["access_token"])[0])
 
+    # A subscriber through the balancer: whichever replica it lands on, it
+    # sees the events every replica commits, and resumes when its own dies.
+    streamed, stream_done, box = [], threading.Event(), {}
+
+    def subscriber():
+        box["reconnects"] = read_stream(lb, "?event_type=ops", None, stream_done.is_set,
+                                        lambda i, body: streamed.append((i, body["event_id"])))
+
+    listener = threading.Thread(target=subscriber)
+    listener.start()
+    time.sleep(0.5)
     threads = ([threading.Thread(target=events, args=(f"ev{time.time_ns()}-{i}",)) for i in range(6)]
                + [threading.Thread(target=metrics, args=(f"me{time.time_ns()}-{i}",)) for i in range(2)]
                + [threading.Thread(target=auth, args=(i,)) for i in range(2)])
@@ -321,8 +372,30 @@ def behind_nginx():
     stop.set()
     for t in threads:
         t.join()
+    time.sleep(1)
+    stream_done.set()
+    listener.join()
     survivors = servers[1:]
     check(logout_seen(survivors), "after the kill, a logout on one survivor is refused by the other")
+    stored_ids = {int(i): e for i, e in (row.split("|") for row in
+                  psql("SELECT id || '|' || event_id FROM platform_analytics_events WHERE event_type = 'ops'"))}
+    seen = [i for i, _ in streamed]
+    live_missing = set(stored_ids) - set(seen)
+    check(len(seen) > 0 and len(seen) == len(set(seen)) and set(seen) <= set(stored_ids),
+          f"the stream through nginx delivered {len(seen)} events, each once and each stored "
+          f"({box.get('reconnects', 0)} reconnects with Last-Event-ID)")
+    # What it did not see live (committed by the killed replica between its
+    # commit and its publish) a resume from before them replays.
+    first = min(seen) - 1 if seen else 0
+    replayed, deadline = [], time.monotonic() + 30
+    read_stream(survivors[0].base, "?event_type=ops", first,
+                lambda: len(replayed) >= sum(1 for i in stored_ids if i > first) or time.monotonic() > deadline,
+                lambda i, body: replayed.append(i))
+    check(sorted(replayed) == sorted(i for i in stored_ids if i > first),
+          f"a resume from the first id replays all {len(replayed)} stored events "
+          f"({len(live_missing)} had not been seen live)")
+    print(f"  figure stream_events_live={len(seen)} stream_missed_live={len(live_missing)} "
+          f"stream_reconnects={box.get('reconnects', 0)}")
     missing = set(acked) - set(psql("SELECT event_id FROM platform_analytics_events WHERE event_type = 'ops'"))
     dupes = psql("SELECT event_id FROM platform_analytics_events WHERE event_type = 'ops' GROUP BY event_id HAVING count(*) > 1")
     stored_retried = set(retried) - missing

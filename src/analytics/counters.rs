@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::NaiveDateTime;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
+use super::pricing::TokenType;
 use super::{Event, Metric};
 use crate::time::{Grain, ceil, trunc};
 
@@ -63,6 +64,13 @@ fn metrics_table(grain: Grain) -> &'static str {
     match grain {
         Grain::Minute => "platform_analytics_metric_minutes",
         Grain::Hour | Grain::Day => "platform_analytics_metric_hours",
+    }
+}
+
+pub(super) fn costs_table(grain: Grain) -> &'static str {
+    match grain {
+        Grain::Minute => "platform_analytics_cost_minutes",
+        Grain::Hour | Grain::Day => "platform_analytics_cost_hours",
     }
 }
 
@@ -148,6 +156,79 @@ impl MetricKey for super::NewMetric {
     }
 }
 
+/// What a metric adds to the cost counters: the users' `tokens_used` with
+/// a model, per (model, token type), and their `cost_usd` dollars (model
+/// and type ''). Prices apply when the counters are read.
+pub(super) trait CostKey {
+    fn cost_key(&self) -> Option<(NaiveDateTime, String, &'static str, i64, f64)>;
+}
+
+fn cost_parts(
+    timestamp: NaiveDateTime,
+    user: Option<i32>,
+    name: &str,
+    value: f64,
+    labels: &serde_json::Value,
+) -> Option<(NaiveDateTime, String, &'static str, i64, f64)> {
+    user?;
+    match name {
+        "cost_usd" => Some((timestamp, String::new(), "", 0, value)),
+        "tokens_used" => {
+            let model: String = labels.get("model")?.as_str()?.chars().take(100).collect();
+            let label = labels.get("token_type").and_then(|v| v.as_str());
+            let kind = match TokenType::from_label(label) {
+                TokenType::Input => "input",
+                TokenType::Output => "output",
+            };
+            Some((timestamp, model, kind, value.round() as i64, 0.0))
+        }
+        _ => None,
+    }
+}
+
+impl CostKey for Metric {
+    fn cost_key(&self) -> Option<(NaiveDateTime, String, &'static str, i64, f64)> {
+        let m = self;
+        cost_parts(
+            m.timestamp,
+            m.user_id,
+            &m.metric_name,
+            m.metric_value,
+            &m.labels,
+        )
+    }
+}
+
+impl CostKey for super::NewMetric {
+    fn cost_key(&self) -> Option<(NaiveDateTime, String, &'static str, i64, f64)> {
+        let m = self;
+        cost_parts(
+            m.timestamp,
+            m.user_id,
+            &m.metric_name,
+            m.metric_value,
+            &m.labels,
+        )
+    }
+}
+
+/// Tokens and dollars per (bucket, model, token type) at one grain.
+pub(super) fn cost_buckets<'a, M: CostKey + 'a>(
+    rows: impl IntoIterator<Item = &'a M>,
+    grain: Grain,
+) -> BTreeMap<(NaiveDateTime, String, &'static str), (i64, f64)> {
+    let mut sums: BTreeMap<_, (i64, f64)> = BTreeMap::new();
+    for (timestamp, model, kind, tokens, dollars) in rows.into_iter().filter_map(CostKey::cost_key)
+    {
+        let slot = sums
+            .entry((trunc(timestamp, grain.step()), model, kind))
+            .or_default();
+        slot.0 = slot.0.saturating_add(tokens);
+        slot.1 += dollars;
+    }
+    sums
+}
+
 /// Row count and value sum per (bucket, metric name, endpoint or "") at one
 /// grain, in key order.
 pub(super) fn metric_buckets<'a, M: MetricKey + 'a>(
@@ -218,6 +299,32 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
 
 pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Result<(), DbErr> {
     for grain in STORED {
+        let table = costs_table(grain);
+        upsert(
+            conn,
+            &format!("INSERT INTO {table} (bucket, model, token_type, tokens, dollars)"),
+            &format!(
+                "ON CONFLICT (bucket, model, token_type) DO UPDATE SET \
+                 tokens = {table}.tokens + excluded.tokens, \
+                 dollars = {table}.dollars + excluded.dollars"
+            ),
+            5,
+            cost_buckets(rows, grain)
+                .into_iter()
+                .map(|((b, model, kind), (tokens, dollars))| {
+                    vec![
+                        b.into(),
+                        model.into(),
+                        kind.to_string().into(),
+                        tokens.into(),
+                        dollars.into(),
+                    ]
+                })
+                .collect(),
+        )
+        .await?;
+    }
+    for grain in STORED {
         let sums = metric_buckets(rows, grain);
         let table = metrics_table(grain);
         upsert(
@@ -255,7 +362,13 @@ pub async fn delete_before<C: ConnectionTrait>(
     let mut n = 0;
     let tables = STORED
         .iter()
-        .flat_map(|&g| [(events_table(g), g), (metrics_table(g), g)])
+        .flat_map(|&g| {
+            [
+                (events_table(g), g),
+                (metrics_table(g), g),
+                (costs_table(g), g),
+            ]
+        })
         .chain([
             ("platform_analytics_event_user_hours", Grain::Hour),
             ("platform_analytics_event_type_user_hours", Grain::Hour),
@@ -369,6 +482,49 @@ pub async fn active_users<C: ConnectionTrait>(
         .map(|r| r.try_get::<i64>("", "n"))
         .transpose()?
         .unwrap_or(0))
+}
+
+/// Tokens and dollars per (model, token type) of the cost counters at
+/// `grain` in the given [from, to) ranges.
+pub async fn cost_totals<C: ConnectionTrait>(
+    conn: &C,
+    grain: Grain,
+    ranges: &[(NaiveDateTime, NaiveDateTime)],
+) -> Result<Vec<(String, String, i64, f64)>, DbErr> {
+    if ranges.is_empty() {
+        return Ok(vec![]);
+    }
+    let backend = conn.get_database_backend();
+    let mut values: Vec<Value> = vec![];
+    let mut clauses = vec![];
+    for (from, to) in ranges {
+        values.push((*from).into());
+        values.push((*to).into());
+        clauses.push(format!(
+            "(bucket >= {} AND bucket < {})",
+            bind(backend, values.len() - 1),
+            bind(backend, values.len())
+        ));
+    }
+    let sql = format!(
+        "SELECT model, token_type, CAST(SUM(tokens) AS BIGINT) AS tokens, SUM(dollars) AS dollars \
+         FROM {} WHERE {} GROUP BY model, token_type",
+        costs_table(grain),
+        clauses.join(" OR ")
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("", "model")?,
+                r.try_get("", "token_type")?,
+                r.try_get::<Option<i64>>("", "tokens")?.unwrap_or(0),
+                r.try_get::<Option<f64>>("", "dollars")?.unwrap_or(0.0),
+            ))
+        })
+        .collect()
 }
 
 /// Distinct users with events in [from, to), overall and per event type

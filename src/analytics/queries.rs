@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use chrono::{Duration, NaiveDateTime};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Statement,
+    ColumnTrait, Condition, DatabaseConnection, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Select,
 };
 
 use super::QueryError;
@@ -345,55 +345,27 @@ async fn top_endpoints(
 
 /// What the usage rollup would charge for the users' metrics stored in
 /// [from, to): priced `tokens_used` plus `cost_usd`, the same money
-/// `/analytics/costs` reports once the rollup has counted them. Summed per
-/// (model, token type) between price changes, so every sum has one price.
+/// `/analytics/costs` reports once the rollup has counted them. Cut at every
+/// price change, so each part has one price per model; each part is read
+/// from the cost counters where whole buckets fit and from the raw rows in
+/// the minutes at its ends.
 pub async fn window_cost(
     db: &DatabaseConnection,
     prices: &PriceTable,
     from: NaiveDateTime,
     to: NaiveDateTime,
 ) -> Result<f64, QueryError> {
-    let backend = db.get_database_backend();
-    let p = |i: usize| match backend {
-        DbBackend::Postgres => format!("${i}"),
-        _ => "?".into(),
-    };
-    // SQLite (3.38+) and Postgres both read a JSON field as text with ->>.
-    let sql = format!(
-        "SELECT metric_name, labels ->> 'model' AS model, labels ->> 'token_type' AS kind, \
-           CAST(SUM(ROUND(metric_value)) AS BIGINT) AS tokens, SUM(metric_value) AS dollars \
-         FROM platform_analytics_metrics \
-         WHERE metric_name IN ('tokens_used', 'cost_usd') AND user_id IS NOT NULL \
-           AND \"timestamp\" >= {} AND \"timestamp\" < {} \
-         GROUP BY 1, 2, 3",
-        p(1),
-        p(2)
-    );
     let mut edges = vec![from];
     edges.extend(prices.changes_within(from, to));
     edges.push(to);
     let mut total = Totals::default();
     for w in edges.windows(2) {
-        let rows = db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql.clone(),
-                [w[0].into(), w[1].into()],
-            ))
-            .await?;
-        for r in rows {
-            let name: String = r.try_get("", "metric_name")?;
-            let pico = if name == "cost_usd" {
-                dollars_to_pico(r.try_get::<Option<f64>>("", "dollars")?.unwrap_or(0.0))
+        for (model, kind, tokens, dollars) in usage_between(db, w[0], w[1]).await? {
+            let pico = if model.is_empty() {
+                dollars_to_pico(dollars)
             } else {
-                let model: Option<String> = r.try_get("", "model")?;
-                let kind: Option<String> = r.try_get("", "kind")?;
-                let tokens: i64 = r.try_get::<Option<i64>>("", "tokens")?.unwrap_or(0);
-                model
-                    .and_then(|m| {
-                        prices.cost_pico(&m, TokenType::from_label(kind.as_deref()), tokens, w[0])
-                    })
-                    .unwrap_or(0)
+                let kind = TokenType::from_label(Some(&kind));
+                prices.cost_pico(&model, kind, tokens, w[0]).unwrap_or(0)
             };
             total.add(&Totals {
                 pico,
@@ -402,6 +374,65 @@ pub async fn window_cost(
         }
     }
     Ok(total.dollars())
+}
+
+/// Tokens and dollars per (model, token type) in [a, b): hour buckets in
+/// the whole hours, minute buckets in the whole minutes around them, raw
+/// rows in the partial minutes at both ends.
+async fn usage_between(
+    db: &DatabaseConnection,
+    a: NaiveDateTime,
+    b: NaiveDateTime,
+) -> Result<Vec<(String, String, i64, f64)>, QueryError> {
+    let (minute, hour) = (Grain::Minute.step(), Grain::Hour.step());
+    let (ma, mb) = (crate::time::ceil(a, minute), trunc(b, minute));
+    let (ha, hb) = (crate::time::ceil(a, hour), trunc(b, hour));
+    let (hours, minutes, raw) = if ha < hb {
+        (
+            vec![(ha, hb)],
+            vec![(ma, ha), (hb, mb)],
+            vec![(a, ma), (mb, b)],
+        )
+    } else if ma < mb {
+        (vec![], vec![(ma, mb)], vec![(a, ma), (mb, b)])
+    } else {
+        (vec![], vec![], vec![(a, b)])
+    };
+    let keep = |v: Vec<(NaiveDateTime, NaiveDateTime)>| -> Vec<_> {
+        v.into_iter().filter(|(x, y)| x < y).collect()
+    };
+    let (hours, minutes, raw) = (keep(hours), keep(minutes), keep(raw));
+    let (h, m, r) = tokio::try_join!(
+        counters::cost_totals(db, Grain::Hour, &hours),
+        counters::cost_totals(db, Grain::Minute, &minutes),
+        raw_usage(db, &raw),
+    )?;
+    Ok(h.into_iter().chain(m).chain(r).collect())
+}
+
+/// The cost counters' sums, from the raw rows of the given ranges.
+async fn raw_usage(
+    db: &DatabaseConnection,
+    ranges: &[(NaiveDateTime, NaiveDateTime)],
+) -> Result<Vec<(String, String, i64, f64)>, DbErr> {
+    use metrics::Column as C;
+    if ranges.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut window = Condition::any();
+    for (x, y) in ranges {
+        window = window.add(C::Timestamp.gte(*x).and(C::Timestamp.lt(*y)));
+    }
+    let rows = metrics::Entity::find()
+        .filter(C::MetricName.is_in(["tokens_used", "cost_usd"]))
+        .filter(C::UserId.is_not_null())
+        .filter(window)
+        .all(db)
+        .await?;
+    Ok(counters::cost_buckets(&rows, Grain::Hour)
+        .into_iter()
+        .map(|((_, model, kind), (tokens, dollars))| (model, kind.to_string(), tokens, dollars))
+        .collect())
 }
 
 pub async fn dashboard(

@@ -601,8 +601,10 @@ async fn dashboard_and_summary_numbers() {
                 .push(json!({"metric_name": "api_calls", "metric_value": 2, "endpoint": endpoint}));
         }
     }
-    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.25}));
-    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.5}));
+    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.25, "user_id": 1}));
+    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 0.5, "user_id": 2}));
+    // No user: not in /analytics/costs, so not in the dashboard's cost either.
+    metrics.push(json!({"metric_name": "cost_usd", "metric_value": 9.0}));
     metrics.push(json!({"metric_name": "api_calls", "metric_value": 100, "timestamp": (Utc::now() - Duration::hours(5)).to_rfc3339()}));
     app.post_json("/analytics/metrics/batch", json!({"metrics": metrics}))
         .await;

@@ -249,18 +249,18 @@ async fn heartbeats_keep_an_idle_stream_talking() {
 async fn a_stalled_subscriber_is_dropped_and_never_holds_up_ingest() {
     let app = spawn_app_with(&[("STREAM_BUFFER", "16")]).await;
     let mut stalled = Sse::open(&app, "", None).await;
-    // Enough to fill the socket buffers between server and client many
-    // times over (about 16 MB), so the server's side must stop writing.
+    // More than Linux's largest socket buffers on both ends hold (6 MB + 4
+    // MB by default): about 24 MB, so the server's side must stop writing.
     let blob = "x".repeat(16_000);
     let mut posted = 0;
-    for _ in 0..20 {
+    for _ in 0..30 {
         let batch: Vec<Value> = (0..50)
             .map(|i| json!({"event_type": "bulk", "event_data": {"i": i, "blob": blob}}))
             .collect();
         posted += post_events(&app, batch).await.len();
     }
-    assert_eq!(posted, 1000);
-    assert_eq!(app.count("platform_analytics_events").await, 1000);
+    assert_eq!(posted, 1500);
+    assert_eq!(app.count("platform_analytics_events").await, 1500);
     // Reading now drains what was buffered, then the notice, then the end.
     let mut events = 0;
     let mut notice = None;

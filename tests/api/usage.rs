@@ -268,6 +268,50 @@ async fn dashboard_total_cost_equals_the_costs_report() {
     assert_eq!(dashboard_cost().await, 585);
 }
 
+/// The dashboard's cost reads hour and minute counters and the raw rows of
+/// the window's first partial minute: metrics spread across all three give
+/// the money counted here, and the one before the window none.
+#[tokio::test]
+async fn dashboard_cost_reads_counters_and_raw_edges_exactly() {
+    let prices = json!([
+        {"model": "m-b", "input_per_million": 3.0, "output_per_million": 12.0, "effective_from": "2020-01-01"},
+    ]);
+    let app = spawn_app_with(&[("MODEL_PRICES", &prices.to_string())]).await;
+    let user = app.register("c@example.com", "password123").await["user"]["id"]
+        .as_i64()
+        .unwrap();
+    let at = |secs_ago: i64| (Utc::now() - Duration::seconds(secs_ago)).to_rfc3339();
+    app.post_metrics(vec![
+        // Outside the 2-hour window.
+        json!({"metric_name": "cost_usd", "metric_value": 50.0, "user_id": user, "timestamp": at(7200 + 600)}),
+        // Its first second (the raw rows of the partial minute).
+        json!({"metric_name": "tokens_used", "metric_value": 1_000_000, "user_id": user,
+               "labels": {"model": "m-b"}, "timestamp": at(7199)}),
+        // Minute buckets, then whole hours, then the current minute.
+        json!({"metric_name": "tokens_used", "metric_value": 250_000, "user_id": user,
+               "labels": {"model": "m-b", "token_type": "output"}, "timestamp": at(7000)}),
+        json!({"metric_name": "cost_usd", "metric_value": 0.07, "user_id": user, "timestamp": at(4000)}),
+        json!({"metric_name": "tokens_used", "metric_value": 500_000, "user_id": user,
+               "labels": {"model": "m-b"}, "timestamp": at(1900)}),
+        json!({"metric_name": "cost_usd", "metric_value": 0.01, "user_id": user, "timestamp": at(2)}),
+        // Unpriced, or no user: nothing.
+        json!({"metric_name": "tokens_used", "metric_value": 9_000_000, "user_id": user,
+               "labels": {"model": "other"}, "timestamp": at(60)}),
+        json!({"metric_name": "cost_usd", "metric_value": 3.0, "timestamp": at(60)}),
+    ])
+    .await;
+    let (status, d) = json(
+        app.get("/analytics/dashboard?hours=2")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{d}");
+    // $3.00 + $3.00 + $0.07 + $1.50 + $0.01.
+    assert_eq!(cents(&d["total_cost"]), 758, "{d}");
+}
+
 #[tokio::test]
 async fn late_data_lands_in_its_day_and_month() {
     let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;

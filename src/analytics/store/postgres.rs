@@ -15,7 +15,9 @@ use sea_orm::{
 };
 
 use super::{EventPlan, stored_event, stored_metric};
-use crate::analytics::counters::{event_buckets, metric_buckets, type_user_hours, user_hours};
+use crate::analytics::counters::{
+    cost_buckets, event_buckets, metric_buckets, type_user_hours, user_hours,
+};
 use crate::analytics::{Event, Metric, NewEvent, NewMetric};
 use crate::entity::events;
 use crate::time::Grain;
@@ -49,6 +51,18 @@ WITH e AS (
     INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
     SELECT * FROM unnest($37::timestamp[], $38::text[], $39::int4[])
     ON CONFLICT (bucket, event_type, user_id) DO NOTHING
+), cost_minutes AS (
+    INSERT INTO platform_analytics_cost_minutes (bucket, model, token_type, tokens, dollars)
+    SELECT * FROM unnest($40::timestamp[], $41::text[], $42::text[], $43::int8[], $44::float8[])
+    ON CONFLICT (bucket, model, token_type) DO UPDATE SET
+        tokens = platform_analytics_cost_minutes.tokens + excluded.tokens,
+        dollars = platform_analytics_cost_minutes.dollars + excluded.dollars
+), cost_hours AS (
+    INSERT INTO platform_analytics_cost_hours (bucket, model, token_type, tokens, dollars)
+    SELECT * FROM unnest($45::timestamp[], $46::text[], $47::text[], $48::int8[], $49::float8[])
+    ON CONFLICT (bucket, model, token_type) DO UPDATE SET
+        tokens = platform_analytics_cost_hours.tokens + excluded.tokens,
+        dollars = platform_analytics_cost_hours.dollars + excluded.dollars
 ), m AS (
     INSERT INTO platform_analytics_metrics
         (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, "timestamp", api_key_id)
@@ -88,6 +102,7 @@ pub(super) async fn write(
     query = bind_events(query, &fresh);
     query = bind_metrics(query, metrics);
     query = bind_type_users(query, &fresh);
+    query = bind_costs(query, metrics);
     let returned = query
         .fetch_all(db.get_postgres_connection_pool())
         .await
@@ -200,6 +215,28 @@ fn bind_type_users<'q>(query: Query<'q>, rows: &[&NewEvent]) -> Query<'q> {
         users.push(u);
     }
     query.bind(buckets).bind(types).bind(users)
+}
+
+/// $40..$49: the cost counters, minutes then hours.
+fn bind_costs<'q>(mut query: Query<'q>, rows: &[&NewMetric]) -> Query<'q> {
+    for grain in [Grain::Minute, Grain::Hour] {
+        let (mut buckets, mut models, mut kinds, mut tokens, mut dollars) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        for ((b, model, kind), (t, d)) in cost_buckets(rows.iter().copied(), grain) {
+            buckets.push(b);
+            models.push(model);
+            kinds.push(kind.to_string());
+            tokens.push(t);
+            dollars.push(d);
+        }
+        query = query
+            .bind(buckets)
+            .bind(models)
+            .bind(kinds)
+            .bind(tokens)
+            .bind(dollars);
+    }
+    query
 }
 
 fn bind_metrics<'q>(query: Query<'q>, rows: &[&NewMetric]) -> Query<'q> {
