@@ -187,9 +187,29 @@ def load_rows(db_url, events, metrics, users):
     ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
       row_count = platform_analytics_metric_minutes.row_count + excluded.row_count,
       value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum;
+    {cost_counters("minute")}
+    {cost_counters("hour")}
     ANALYZE;
     """
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
+
+
+def cost_counters(unit):
+    """The loaded metrics folded into the cost counters, as migration
+    m20250113 folds an adopted database's."""
+    tokens = "metric_name = 'tokens_used'"
+    return f"""
+    INSERT INTO platform_analytics_cost_{unit}s (bucket, model, token_type, tokens, dollars)
+    SELECT date_trunc('{unit}', timestamp),
+      CASE WHEN {tokens} THEN left(labels ->> 'model', 100) ELSE '' END,
+      CASE WHEN {tokens} THEN (CASE WHEN labels ->> 'token_type' = 'output' THEN 'output' ELSE 'input' END) ELSE '' END,
+      SUM(CASE WHEN {tokens} THEN ROUND(metric_value) ELSE 0 END), SUM(CASE WHEN {tokens} THEN 0 ELSE metric_value END)
+    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) AND user_id IS NOT NULL
+      AND (metric_name = 'cost_usd' OR ({tokens} AND labels ->> 'model' IS NOT NULL))
+    GROUP BY 1, 2, 3
+    ON CONFLICT (bucket, model, token_type) DO UPDATE SET
+      tokens = platform_analytics_cost_{unit}s.tokens + excluded.tokens,
+      dollars = platform_analytics_cost_{unit}s.dollars + excluded.dollars;"""
 
 
 def settle(db_url):

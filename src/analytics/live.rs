@@ -132,12 +132,15 @@ impl LiveFeed {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let follower: Arc<dyn Follower> = Arc::new(Inbox(self.clone()));
-        let Some(following) = cache.follow(CHANNEL, follower, shutdown) else {
+        let Some(following) = cache.follow(CHANNEL, follower, shutdown.clone()) else {
             return vec![];
         };
         let (tx, rx) = mpsc::channel(RELAY_BACKLOG);
         let _ = self.relay.set(tx);
-        vec![following, tokio::spawn(publish(self.clone(), cache, rx))]
+        vec![
+            following,
+            tokio::spawn(publish(self.clone(), cache, rx, shutdown)),
+        ]
     }
 
     /// Whether committed events are wanted: someone may be listening.
@@ -198,9 +201,24 @@ impl LiveFeed {
 }
 
 /// Publishes committed groups in commit order; a group the store cannot
-/// take is delivered on this replica only.
-async fn publish(feed: Arc<LiveFeed>, cache: SharedCache, mut rx: mpsc::Receiver<Vec<Event>>) {
-    while let Some(events) = rx.recv().await {
+/// take is delivered on this replica only. At shutdown it publishes what
+/// is waiting and stops (the feed, and so the sender, lives on).
+async fn publish(
+    feed: Arc<LiveFeed>,
+    cache: SharedCache,
+    mut rx: mpsc::Receiver<Vec<Event>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let events = tokio::select! {
+            events = rx.recv() => events,
+            // The guard `wait_for` answers is not Send: dropped in here.
+            _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(events) = events else { return };
         let body: Vec<EventResponse> = events.iter().map(EventResponse::from).collect();
         let payload = serde_json::to_string(&body).expect("serializable");
         match cache.publish(CHANNEL, &payload).await {
