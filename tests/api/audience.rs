@@ -9,12 +9,20 @@ use crate::helpers::*;
 /// Stores events `(user, type, minutes before now)`.
 async fn store(app: &TestApp, rows: &[(Option<i64>, &str, i64)]) {
     let now = Utc::now();
+    let rows: Vec<_> = rows
+        .iter()
+        .map(|&(user, t, ago)| (user, t, now - Duration::minutes(ago)))
+        .collect();
+    store_at(app, &rows).await;
+}
+
+/// Stores events `(user, type, timestamp)` in one batch.
+async fn store_at(app: &TestApp, rows: &[(Option<i64>, &str, chrono::DateTime<Utc>)]) {
     let events: Vec<Value> = rows
         .iter()
-        .map(|(user, t, ago)| {
-            json!({"event_type": t, "user_id": user,
-                   "timestamp": (now - Duration::minutes(*ago)).to_rfc3339()})
-        })
+        .map(
+            |(user, t, at)| json!({"event_type": t, "user_id": user, "timestamp": at.to_rfc3339()}),
+        )
         .collect();
     let (status, body) = app
         .post_json("/analytics/events/batch", json!({"events": events}))
@@ -157,17 +165,11 @@ async fn uniques_equal_the_rows_for_windows_cut_anywhere() {
         })
         .collect();
     for chunk in rows.chunks(500) {
-        let events: Vec<Value> = chunk
+        let batch: Vec<_> = chunk
             .iter()
-            .map(|(ago, user, t)| {
-                json!({"event_type": t, "user_id": user,
-                       "timestamp": (now - Duration::seconds(*ago)).to_rfc3339()})
-            })
+            .map(|&(ago, user, t)| (user, t, now - Duration::seconds(ago)))
             .collect();
-        let (status, body) = app
-            .post_json("/analytics/events/batch", json!({"events": events}))
-            .await;
-        assert_eq!(status, 200, "{body}");
+        store_at(&app, &batch).await;
     }
     let half = Duration::milliseconds(500);
     let windows = [

@@ -62,6 +62,14 @@ async fn seed(app: &TestApp) -> (i64, i64, String, String) {
     (ua, ub, ta, tb)
 }
 
+/// The dashboard's `total_cost` over the last `hours`, in cents.
+async fn dashboard_cents(app: &TestApp, hours: u32) -> i64 {
+    let path = format!("/analytics/dashboard?hours={hours}");
+    let (status, d) = json(app.get(&path).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{d}");
+    cents(&d["total_cost"])
+}
+
 fn day(v: &Value) -> NaiveDate {
     DateTime::parse_from_rfc3339(v["date"].as_str().unwrap())
         .unwrap()
@@ -246,26 +254,15 @@ async fn rollup_fills_usage_to_the_cent_and_reruns_change_nothing() {
 async fn dashboard_total_cost_equals_the_costs_report() {
     let app = spawn_app_with(&[("MODEL_PRICES", &prices())]).await;
     seed(&app).await;
-    let dashboard_cost = || async {
-        let (status, d) = json(
-            app.get("/analytics/dashboard?hours=48")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(status, 200, "{d}");
-        cents(&d["total_cost"])
-    };
     // $2.50 (1M input at yesterday's price) + $2.00 (500k output at
     // today's) + $0.10 + $1.25; the unpriced model and user-less rows add 0.
-    assert_eq!(dashboard_cost().await, 585);
+    assert_eq!(dashboard_cents(&app, 48).await, 585);
     app.rollup().await;
     let costs = json(app.get("/analytics/costs?days=2").send().await.unwrap())
         .await
         .1;
     assert_eq!(cents(&costs["summary"]["total_cost_usd"]), 585);
-    assert_eq!(dashboard_cost().await, 585);
+    assert_eq!(dashboard_cents(&app, 48).await, 585);
 }
 
 /// The dashboard's cost reads hour and minute counters and the raw rows of
@@ -300,16 +297,8 @@ async fn dashboard_cost_reads_counters_and_raw_edges_exactly() {
         json!({"metric_name": "cost_usd", "metric_value": 3.0, "timestamp": at(60)}),
     ])
     .await;
-    let (status, d) = json(
-        app.get("/analytics/dashboard?hours=2")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{d}");
     // $3.00 + $3.00 + $0.07 + $1.50 + $0.01.
-    assert_eq!(cents(&d["total_cost"]), 758, "{d}");
+    assert_eq!(dashboard_cents(&app, 2).await, 758);
 }
 
 #[tokio::test]
