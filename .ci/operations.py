@@ -241,7 +241,9 @@ http {{
 def read_stream(base, query, last_id, until, on_event):
     """Reads the live stream until `until()` is true, reconnecting with
     Last-Event-ID whenever it ends; `on_event(id, body)` per event.
-    Answers how many times it reconnected."""
+    Each message's `id:` is the largest event id sent so far (the resume
+    point); the event's own id is in its body. Answers how many times it
+    reconnected."""
     import json
     import urllib.request
     reconnects = 0
@@ -261,7 +263,7 @@ def read_stream(base, query, last_id, until, on_event):
                         msg["data"] = json.loads(line[6:])
                     elif not line and "id" in msg:
                         last_id = msg["id"]
-                        on_event(msg["id"], msg["data"])
+                        on_event(msg["data"]["id"], msg["data"])
                         msg = {}
                     elif not line:
                         msg = {}

@@ -20,6 +20,8 @@ struct Message {
 struct Sse {
     resp: Response,
     buf: String,
+    /// The last `id:` received: where a reconnect resumes.
+    cursor: Option<i64>,
 }
 
 impl Sse {
@@ -34,6 +36,7 @@ impl Sse {
         let mut sse = Sse {
             resp,
             buf: String::new(),
+            cursor: None,
         };
         // The greeting arrives once the subscription exists: events posted
         // after it are the stream's.
@@ -76,6 +79,7 @@ impl Sse {
                     any = true;
                 }
                 if any && (msg.id.is_some() || msg.event.is_some()) {
+                    self.cursor = msg.id.or(self.cursor);
                     return Some(msg);
                 }
             }
@@ -85,13 +89,18 @@ impl Sse {
         }
     }
 
-    /// The next `n` events, as (id, body).
+    /// The next `n` events, as (event id, body). Each message's `id:` is
+    /// the largest event id sent so far.
     async fn events(&mut self, n: usize) -> Vec<(i64, Value)> {
-        let mut out = vec![];
+        let mut out: Vec<(i64, Value)> = vec![];
         while out.len() < n {
             let msg = self.next().await.expect("stream open");
             assert_eq!(msg.event, None, "an event, not a notice: {msg:?}");
-            out.push((msg.id.unwrap(), serde_json::from_str(&msg.data).unwrap()));
+            let body: Value = serde_json::from_str(&msg.data).unwrap();
+            let id = body["id"].as_i64().unwrap();
+            let high = out.iter().map(|e| e.0).chain([id]).max().unwrap();
+            assert!(msg.id.unwrap() >= high, "id: is the largest sent: {msg:?}");
+            out.push((id, body));
         }
         out
     }
@@ -159,7 +168,8 @@ async fn a_reconnect_with_last_event_id_resumes_without_loss_or_repeats() {
     .await;
     let seen = first.events(3).await;
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), before);
-    let last = seen[2].0;
+    let last = first.cursor.unwrap();
+    assert_eq!(last, before[2]);
     drop(first);
     // Stored while nobody listened, with another user's event among them.
     let missed = post_events(

@@ -28,7 +28,9 @@ const RETRY_MS: u32 = 2000;
 /// Committed events as they are stored, on every replica, filtered like
 /// `GET /analytics/events`.
 ///
-/// Each message is `id: <event id>` and `data: <the event as JSON>`. With
+/// Each message is `data: <the event as JSON>` and `id:` the largest event
+/// id sent so far (replicas commit in their own order, so events do not
+/// arrive in id order; this is the point to resume from). With
 /// `Last-Event-ID` (or `last_event_id`) the stored events after that id are
 /// sent first, in id order, then the live ones, each once. A comment line
 /// comes every `STREAM_HEARTBEAT` seconds. A subscriber that falls
@@ -65,6 +67,7 @@ pub async fn stream_events(
         state: state.clone(),
         phase: Phase::Start(resume),
         heartbeat: ticks,
+        sent_through: resume.unwrap_or(0),
     };
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -116,15 +119,16 @@ enum Phase {
 }
 
 struct Conn {
+    /// The largest event id sent: each message's `id:`, so the resume point.
+    /// Replicas commit in an order of their own, so events do not arrive in
+    /// id order, and the last id received would replay the higher ones
+    /// already sent.
+    sent_through: i64,
     sub: Subscription,
     filter: EventFilter,
     state: web::Data<AppState>,
     phase: Phase,
     heartbeat: Interval,
-}
-
-fn frame(e: &LiveEvent) -> String {
-    format!("id: {}\ndata: {}\n\n", e.id, e.json)
 }
 
 fn notice(event: &str, detail: &str) -> String {
@@ -135,6 +139,11 @@ fn notice(event: &str, detail: &str) -> String {
 }
 
 impl Conn {
+    fn frame(&mut self, e: &LiveEvent) -> String {
+        self.sent_through = self.sent_through.max(e.id);
+        format!("id: {}\ndata: {}\n\n", self.sent_through, e.json)
+    }
+
     /// The next bytes to send; `None` ends the stream.
     async fn step(&mut self) -> Option<String> {
         match self.phase {
@@ -148,7 +157,8 @@ impl Conn {
                         Some(last) if events.len() as u64 == REPLAY_BATCH => Phase::Replay(last.id),
                         _ => Phase::Live,
                     };
-                    Some(events.iter().map(frame).collect::<String>() + ": replayed\n\n")
+                    let frames: String = events.iter().map(|e| self.frame(e)).collect();
+                    Some(frames + ": replayed\n\n")
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, after, "stream replay failed");
@@ -161,7 +171,7 @@ impl Conn {
             },
             Phase::Live => tokio::select! {
                 next = self.sub.next(&self.filter) => match next {
-                    Next::Event(e) => Some(frame(&e)),
+                    Next::Event(e) => Some(self.frame(&e)),
                     Next::Behind => {
                         self.phase = Phase::Done;
                         Some(notice(
