@@ -39,7 +39,7 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let start = Instant::now();
-    let request_id = incoming_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = incoming_request_id(&req).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().to_string();
     let route = req
@@ -137,4 +137,13 @@ fn replace_body_with_detail(res: ServiceResponse<BoxBody>) -> ServiceResponse<Bo
         }
     }
     ServiceResponse::new(req, fresh)
+}
+
+/// A random (v4) UUID from the thread's generator: `Uuid::new_v4` asks the
+/// kernel for every one, a system call per request.
+fn new_request_id() -> String {
+    let bytes: [u8; 16] = rand::Rng::random(&mut rand::rng());
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }

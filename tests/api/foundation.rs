@@ -239,7 +239,15 @@ async fn request_ids_are_echoed_or_made() {
         .await
         .unwrap();
     let made = resp.headers()["x-request-id"].to_str().unwrap().to_string();
-    assert_eq!(made.len(), 36, "a UUID: {made}");
+    let parsed = uuid::Uuid::parse_str(&made).expect("a UUID");
+    assert_eq!(parsed.get_version_num(), 4, "a random UUID: {made}");
+    let again = app
+        .client
+        .get(app.url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), made);
     // A hostile id (header injection, huge) is replaced, not echoed.
     let long = "x".repeat(500);
     let resp = app
