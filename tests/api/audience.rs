@@ -227,3 +227,34 @@ async fn uniques_equal_the_rows_for_windows_cut_anywhere() {
         assert!(distinct(None) > 0, "the window holds events");
     }
 }
+
+/// The dashboard's active users count a user whose only event in the
+/// window lies in its ragged first hour, and not one whose events there
+/// come just before the window starts, whatever else they did.
+#[tokio::test]
+async fn active_users_count_the_ragged_first_hour_exactly() {
+    let app = spawn_app().await;
+    let since = Utc::now() - Duration::hours(3);
+    let at = |secs: i64| (since + Duration::seconds(secs)).to_rfc3339();
+    let events: Vec<Value> = [
+        (10, 20),  // only just inside
+        (11, -20), // only just before
+        (12, -30), // before, and later in a whole hour
+        (12, 7200),
+        (13, 30), // inside the ragged hour and in a whole hour
+        (13, 7300),
+        (14, -40), // before and inside the same hour
+        (14, 40),
+        (15, -4000), // an hour and more before
+    ]
+    .into_iter()
+    .map(|(user, secs)| json!({"event_type": "seen", "user_id": user, "timestamp": at(secs)}))
+    .collect();
+    let (status, body) = app
+        .post_json("/analytics/events/batch", json!({"events": events}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let d = app.get_ok("/analytics/dashboard?hours=3").await;
+    assert_eq!(d["active_users"], 4, "users 10, 12, 13 and 14: {d}");
+    assert_eq!(d["total_events"], 5);
+}
