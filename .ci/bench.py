@@ -130,11 +130,11 @@ def start_server(env_extra, port=PORT, metrics_port=METRICS_PORT):
     sys.exit("server did not become ready; see bench-server.log")
 
 
-def load_rows(db_url, events, metrics, users):
+def load_rows(db_url, events, metrics, users, days=30):
     """Batched server-side inserts (INSERT ... SELECT generate_series), not the
-    API; then the loaded rows are folded into the minute/hour rollups the
-    ingest writer keeps for rows that come through the API."""
-    days = 30
+    API, spread over the last `days` days; then the loaded rows are folded
+    into the minute/hour rollups the ingest writer keeps for rows that come
+    through the API."""
     # The partition job makes partitions from today on; loaded history gets
     # its days' partitions first (else it would all sit in the default one).
     sql = f"""

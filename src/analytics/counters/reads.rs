@@ -72,42 +72,20 @@ pub async fn event_counts<C: ConnectionTrait>(
         .collect()
 }
 
-/// Distinct users with events at or after `since`: the presence of the
-/// whole hours from the first whole hour on, plus those present in the hour
-/// `since` falls in who are not among them and have an event at or after
-/// `since`. The ragged start is probed per user, not read per row, so it
-/// costs the same at any event rate (at 50 million rows a partial hour held
-/// tens of thousands of raw rows).
+/// Distinct users with events at or after `since`, however far ahead a
+/// client's clock was allowed to be.
 pub async fn active_users<C: ConnectionTrait>(
     conn: &C,
     since: NaiveDateTime,
 ) -> Result<i64, DbErr> {
-    let backend = conn.get_database_backend();
-    let edge = ceil(since, Grain::Hour.step());
-    let first = trunc(since, Grain::Hour.step());
-    let sql = format!(
-        "WITH whole AS (\
-           SELECT DISTINCT user_id FROM platform_analytics_event_user_hours WHERE bucket >= {p1}) \
-         SELECT (SELECT COUNT(*) FROM whole) + (\
-           SELECT COUNT(*) FROM platform_analytics_event_user_hours h \
-           WHERE h.bucket = {p2} AND h.user_id NOT IN (SELECT user_id FROM whole) \
-             AND EXISTS (SELECT 1 FROM platform_analytics_events e WHERE e.user_id = h.user_id \
-               AND e.\"timestamp\" >= {p3} AND e.\"timestamp\" < {p1})) AS n",
-        p1 = bind(backend, 1),
-        p2 = bind(backend, 2),
-        p3 = bind(backend, 3),
-    );
-    let row = conn
-        .query_one_raw(Statement::from_sql_and_values(
-            backend,
-            sql,
-            [edge.into(), first.into(), since.into()],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0))
+    // An hour boundary past any timestamp, so the window has no ragged end.
+    let until = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("a valid date");
+    Ok(present(conn, since, until, false, None)
+        .await?
+        .first()
+        .map_or(0, |r| r.1))
 }
 
 /// Tokens and dollars per (model, token type) of the cost counters at
@@ -154,82 +132,94 @@ pub async fn cost_totals<C: ConnectionTrait>(
 }
 
 /// Distinct users with events in [from, to), overall and per event type
-/// (optionally one type): whole hours from the presence tables, the
-/// window's partial first and last hours from the raw rows. Exact.
+/// (optionally one type). Exact.
 pub async fn distinct_users<C: ConnectionTrait>(
     conn: &C,
     from: NaiveDateTime,
     to: NaiveDateTime,
     event_type: Option<&str>,
 ) -> Result<(i64, Vec<(String, i64)>), DbErr> {
-    let backend = conn.get_database_backend();
-    let step = Grain::Hour.step();
-    let (mut h0, mut h1) = (ceil(from, step), trunc(to, step));
-    if h0 >= h1 {
-        // No whole hour: all of it from the raw rows.
-        (h0, h1) = (to, to);
-    }
-    let mut values: Vec<Value> = vec![
-        h0.into(),
-        h1.into(),
-        from.into(),
-        h0.into(),
-        h1.into(),
-        to.into(),
-    ];
-    // The type's value is named twice.
-    let p: Vec<String> = (1..=7).map(|i| bind(backend, i)).collect();
-    let type_filter = match event_type {
-        Some(t) => {
-            values.push(t.to_string().into());
-            format!(" AND event_type = {}", p[6])
-        }
-        None => String::new(),
-    };
-    let raw = |columns: &str| {
-        format!(
-            "SELECT {columns} FROM platform_analytics_events \
-             WHERE user_id IS NOT NULL{type_filter} AND (\
-               (\"timestamp\" >= {} AND \"timestamp\" < {}) OR \
-               (\"timestamp\" >= {} AND \"timestamp\" < {}))",
-            p[2], p[3], p[4], p[5]
-        )
-    };
-    let whole = format!("bucket >= {} AND bucket < {}{type_filter}", p[0], p[1]);
-    let per_type = format!(
-        "SELECT event_type, COUNT(*) AS n FROM (\
-           SELECT event_type, user_id FROM platform_analytics_event_type_user_hours WHERE {whole} \
-           UNION {}) u GROUP BY event_type",
-        raw("event_type, user_id")
-    );
-    let rows = conn
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            per_type,
-            values.clone(),
-        ))
-        .await?;
-    let by_type: Vec<(String, i64)> = rows
-        .iter()
-        .map(|r| Ok((r.try_get("", "event_type")?, r.try_get("", "n")?)))
-        .collect::<Result<_, DbErr>>()?;
+    let by_type = present(conn, from, to, true, event_type).await?;
     if event_type.is_some() {
         let n = by_type.first().map_or(0, |t| t.1);
         return Ok((n, by_type));
     }
-    let overall = format!(
-        "SELECT COUNT(*) AS n FROM (\
-           SELECT user_id FROM platform_analytics_event_user_hours WHERE {whole} \
-           UNION {}) u",
-        raw("user_id")
-    );
-    let n = conn
-        .query_one_raw(Statement::from_sql_and_values(backend, overall, values))
+    let n = present(conn, from, to, false, None)
         .await?
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0);
+        .first()
+        .map_or(0, |r| r.1);
     Ok((n, by_type))
+}
+
+/// Users (or (type, user) pairs with `per_type`) with events in [from, to),
+/// counted (per type): the presence of the whole hours inside the window,
+/// plus those present in its ragged first and last hours who are not among
+/// them and have an event inside the window. The ragged hours are probed
+/// per user present, not read per raw row, so they cost the same at any
+/// event rate (at 50 million rows a ragged hour held tens of thousands of
+/// rows). A window inside one hour has no whole hour, and all of it is
+/// ragged.
+async fn present<C: ConnectionTrait>(
+    conn: &C,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+    per_type: bool,
+    event_type: Option<&str>,
+) -> Result<Vec<(String, i64)>, DbErr> {
+    let backend = conn.get_database_backend();
+    let step = Grain::Hour.step();
+    let (h0, h1) = (ceil(from, step), trunc(to, step));
+    let mut values: Vec<Value> = vec![
+        h0.into(),
+        h1.into(),
+        trunc(from, step).into(),
+        to.into(),
+        from.into(),
+    ];
+    let p: Vec<String> = (1..=6).map(|i| bind(backend, i)).collect();
+    let (table, key, same_type, group) = if per_type {
+        (
+            "platform_analytics_event_type_user_hours",
+            "event_type, user_id",
+            " AND e.event_type = h.event_type",
+            "event_type",
+        )
+    } else {
+        ("platform_analytics_event_user_hours", "user_id", "", "''")
+    };
+    let (mut of_type, mut h_of_type) = (String::new(), String::new());
+    if let Some(t) = event_type {
+        values.push(t.to_string().into());
+        of_type = format!(" AND event_type = {}", p[5]);
+        h_of_type = format!(" AND h.event_type = {}", p[5]);
+    }
+    let h_key = key
+        .replace("event_type", "h.event_type")
+        .replace("user_id", "h.user_id");
+    let grouped = if per_type { " GROUP BY event_type" } else { "" };
+    let sql = format!(
+        "WITH whole AS (\
+           SELECT DISTINCT {key} FROM {table} WHERE bucket >= {h0} AND bucket < {h1}{of_type}), \
+         ragged AS (\
+           SELECT DISTINCT {h_key} FROM {table} h \
+           WHERE h.bucket >= {first} AND h.bucket < {to} AND (h.bucket < {h0} OR h.bucket >= {h1}){h_of_type} \
+             AND ({h_key}) NOT IN (SELECT {key} FROM whole) \
+             AND EXISTS (SELECT 1 FROM platform_analytics_events e WHERE e.user_id = h.user_id{same_type} \
+               AND e.\"timestamp\" >= {from} AND e.\"timestamp\" < {to})) \
+         SELECT {group} AS event_type, COUNT(*) AS n FROM (\
+           SELECT {key} FROM whole UNION ALL SELECT {key} FROM ragged) u{grouped}",
+        h0 = p[0],
+        h1 = p[1],
+        first = p[2],
+        to = p[3],
+        from = p[4],
+    );
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("", "event_type")?, r.try_get("", "n")?)))
+        .collect()
 }
 
 /// Per endpoint (rows, Σ value) of metric `grain` buckets in [from, to),
