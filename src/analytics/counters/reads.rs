@@ -187,23 +187,24 @@ async fn present<C: ConnectionTrait>(
     } else {
         ("platform_analytics_event_user_hours", "user_id", "", "''")
     };
-    let (mut of_type, mut h_of_type) = (String::new(), String::new());
+    let mut of_type = String::new();
     if let Some(t) = event_type {
         values.push(t.to_string().into());
         of_type = format!(" AND event_type = {}", p[5]);
-        h_of_type = format!(" AND h.event_type = {}", p[5]);
     }
     let h_key = key
         .replace("event_type", "h.event_type")
         .replace("user_id", "h.user_id");
     let grouped = if per_type { " GROUP BY event_type" } else { "" };
+    // Each edge is its own range, so both are index-only scans of the key.
     let sql = format!(
         "WITH whole AS (\
            SELECT DISTINCT {key} FROM {table} WHERE bucket >= {h0} AND bucket < {h1}{of_type}), \
+         edges AS (\
+           SELECT {key} FROM {table} WHERE bucket >= {first} AND bucket < {h0}{of_type} \
+           UNION SELECT {key} FROM {table} WHERE bucket >= {h1} AND bucket < {to}{of_type}), \
          ragged AS (\
-           SELECT DISTINCT {h_key} FROM {table} h \
-           WHERE h.bucket >= {first} AND h.bucket < {to} AND (h.bucket < {h0} OR h.bucket >= {h1}){h_of_type} \
-             AND ({h_key}) NOT IN (SELECT {key} FROM whole) \
+           SELECT {h_key} FROM edges h WHERE ({h_key}) NOT IN (SELECT {key} FROM whole) \
              AND EXISTS (SELECT 1 FROM platform_analytics_events e WHERE e.user_id = h.user_id{same_type} \
                AND e.\"timestamp\" >= {from} AND e.\"timestamp\" < {to})) \
          SELECT {group} AS event_type, COUNT(*) AS n FROM (\
