@@ -134,7 +134,9 @@ def load_rows(db_url, events, metrics, users, days=30):
     """Batched server-side inserts (INSERT ... SELECT generate_series), not the
     API, spread over the last `days` days; then the loaded rows are folded
     into the minute/hour rollups the ingest writer keeps for rows that come
-    through the API."""
+    through the API. Folded in bucket order, as live ingest writes them:
+    folded in hash order, a window's buckets sat one per heap page and the
+    dashboard read thousands of pages for a partial hour."""
     # The partition job makes partitions from today on; loaded history gets
     # its days' partitions first (else it would all sit in the default one).
     sql = f"""
@@ -163,27 +165,27 @@ def load_rows(db_url, events, metrics, users, days=30):
     FROM generate_series(1, {metrics}) g;
     INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
     SELECT date_trunc('minute', timestamp), event_type, COUNT(*) FROM platform_analytics_events
-    WHERE id > (SELECT e FROM mark) GROUP BY 1, 2
+    WHERE id > (SELECT e FROM mark) GROUP BY 1, 2 ORDER BY 1
     ON CONFLICT (bucket, event_type) DO UPDATE SET events = platform_analytics_event_minutes.events + excluded.events;
     INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
     SELECT DISTINCT date_trunc('hour', timestamp), user_id FROM platform_analytics_events
-    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ON CONFLICT DO NOTHING;
+    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ORDER BY 1 ON CONFLICT DO NOTHING;
     INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
     SELECT DISTINCT date_trunc('hour', timestamp), event_type, user_id FROM platform_analytics_events
-    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ON CONFLICT DO NOTHING;
+    WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ORDER BY 1 ON CONFLICT DO NOTHING;
     INSERT INTO platform_analytics_event_hours (bucket, event_type, events)
     SELECT date_trunc('hour', timestamp), event_type, COUNT(*) FROM platform_analytics_events
-    WHERE id > (SELECT e FROM mark) GROUP BY 1, 2
+    WHERE id > (SELECT e FROM mark) GROUP BY 1, 2 ORDER BY 1
     ON CONFLICT (bucket, event_type) DO UPDATE SET events = platform_analytics_event_hours.events + excluded.events;
     INSERT INTO platform_analytics_metric_hours (bucket, metric_name, endpoint, row_count, value_sum)
     SELECT date_trunc('hour', timestamp), metric_name, COALESCE(endpoint, ''), COUNT(*), SUM(metric_value)
-    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) GROUP BY 1, 2, 3
+    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) GROUP BY 1, 2, 3 ORDER BY 1
     ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
       row_count = platform_analytics_metric_hours.row_count + excluded.row_count,
       value_sum = platform_analytics_metric_hours.value_sum + excluded.value_sum;
     INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)
     SELECT date_trunc('minute', timestamp), metric_name, COALESCE(endpoint, ''), COUNT(*), SUM(metric_value)
-    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) GROUP BY 1, 2, 3
+    FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) GROUP BY 1, 2, 3 ORDER BY 1
     ON CONFLICT (bucket, metric_name, endpoint) DO UPDATE SET
       row_count = platform_analytics_metric_minutes.row_count + excluded.row_count,
       value_sum = platform_analytics_metric_minutes.value_sum + excluded.value_sum;
@@ -206,7 +208,7 @@ def cost_counters(unit):
       SUM(CASE WHEN {tokens} THEN ROUND(metric_value) ELSE 0 END), SUM(CASE WHEN {tokens} THEN 0 ELSE metric_value END)
     FROM platform_analytics_metrics WHERE id > (SELECT m FROM mark) AND user_id IS NOT NULL
       AND (metric_name = 'cost_usd' OR ({tokens} AND labels ->> 'model' IS NOT NULL))
-    GROUP BY 1, 2, 3
+    GROUP BY 1, 2, 3 ORDER BY 1
     ON CONFLICT (bucket, model, token_type) DO UPDATE SET
       tokens = platform_analytics_cost_{unit}s.tokens + excluded.tokens,
       dollars = platform_analytics_cost_{unit}s.dollars + excluded.dollars;"""
