@@ -5,8 +5,8 @@
 # BENCH_DRIVER picks another driver in .ci/ (soak.sh runs soak.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PG_PORT=${PG_PORT:-55532}
-REDIS_PORT=${REDIS_PORT:-56479}
+PG_PORT=${PG_PORT:-25532}
+REDIS_PORT=${REDIS_PORT:-26479}
 PG_EXTRA_OPTS=${PG_EXTRA_OPTS:-"-c fsync=on -c shared_buffers=512MB"}
 . .ci/services.sh
 install_services

@@ -5,8 +5,8 @@
 # Uses the debug binary (cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PG_PORT=${PG_PORT:-55632}
-REDIS_PORT=${REDIS_PORT:-56579}
+PG_PORT=${PG_PORT:-25632}
+REDIS_PORT=${REDIS_PORT:-26579}
 . .ci/services.sh
 install_services
 trap stop_services EXIT

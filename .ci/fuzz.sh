@@ -9,8 +9,8 @@
 # cannot turn every later request of the first pass into a 401.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PG_PORT=${PG_PORT:-55732}
-REDIS_PORT=${REDIS_PORT:-56679}
+PG_PORT=${PG_PORT:-25732}
+REDIS_PORT=${REDIS_PORT:-26679}
 PORT=${FUZZ_PORT:-18500}
 EXAMPLES=${FUZZ_MAX_EXAMPLES:-200}
 # A fixed seed keeps CI reproducible; FUZZ_SEED=random explores anew.

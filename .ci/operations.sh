@@ -4,9 +4,9 @@
 # Uses the debug binary (cargo build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PG_PORT=${PG_PORT:-55732}
-REDIS_PORT=${REDIS_PORT:-56679}
-REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-47101}
+PG_PORT=${PG_PORT:-25732}
+REDIS_PORT=${REDIS_PORT:-26679}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-17101}
 . .ci/services.sh
 install_services
 command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }

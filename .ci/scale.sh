@@ -6,6 +6,6 @@
 # while ingest runs at full rate. Needs about 45 GB of disk per 100 million
 # rows (twice that with the replica). A script for a quiet machine, not
 # part of CI.
-export PG_PORT=${PG_PORT:-55732} REDIS_PORT=${REDIS_PORT:-56679} BENCH_DRIVER=scale.py
+export PG_PORT=${PG_PORT:-25732} REDIS_PORT=${REDIS_PORT:-26679} BENCH_DRIVER=scale.py
 export PG_EXTRA_OPTS=${PG_EXTRA_OPTS:-"-c fsync=on -c shared_buffers=512MB -c max_wal_size=4GB"}
 exec "$(dirname "$0")/bench.sh" "$@"

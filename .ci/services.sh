@@ -2,8 +2,8 @@
 # PostgreSQL and Redis on loopback. Exports TEST_DATABASE_URL, TEST_REDIS_URL.
 # Ports can be moved with PG_PORT / REDIS_PORT.
 
-PG_PORT=${PG_PORT:-55432}
-REDIS_PORT=${REDIS_PORT:-56379}
+PG_PORT=${PG_PORT:-25432}
+REDIS_PORT=${REDIS_PORT:-26379}
 if [ -z "${SERVICES_DIR:-}" ]; then
   SERVICES_DIR=$(mktemp -d /tmp/platform-services.XXXXXX)
   SERVICES_DIR_OWNED=1
@@ -114,9 +114,11 @@ stop_redis() {
 }
 
 # A Redis Cluster on loopback: three masters with a replica each, on
-# REDIS_CLUSTER_PORT .. +5 (at most 55530: the bus port is 10000 above).
+# REDIS_CLUSTER_PORT .. +5, and their bus ports 10000 above: all below the
+# kernel's ephemeral range (32768-60999), where a test's outgoing connection
+# can hold a port a server then fails to bind (CI lost a cluster node so).
 # Exports TEST_REDIS_CLUSTER_NODES (the seeds).
-REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-47001}
+REDIS_CLUSTER_PORT=${REDIS_CLUSTER_PORT:-17001}
 start_redis_cluster() {
   local port nodes=() urls=()
   for i in 0 1 2 3 4 5; do
@@ -133,6 +135,8 @@ start_redis_cluster() {
   done
   for n in "${nodes[@]}"; do
     for _ in $(seq 50); do redis-cli -p "${n#*:}" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "${n#*:}" ping >/dev/null 2>&1 \
+      || { echo "redis cluster node $n did not start:" >&2; tail -5 "$SERVICES_DIR/cluster/${n#*:}/redis.log" >&2; return 1; }
   done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$SERVICES_DIR/cluster/create.log" 2>&1 \
     || { echo "redis cluster create failed (ports in use?):" >&2; cat "$SERVICES_DIR/cluster/create.log" >&2; return 1; }

@@ -3,5 +3,5 @@
 # Redis for SOAK_MINUTES (default 10); reports RSS, p99 and errors per
 # window. A script for a quiet machine, not part of CI. Same set-up as the
 # benchmarks, on ports of its own.
-export PG_PORT=${PG_PORT:-55832} REDIS_PORT=${REDIS_PORT:-56779} BENCH_DRIVER=soak.py
+export PG_PORT=${PG_PORT:-25832} REDIS_PORT=${REDIS_PORT:-26779} BENCH_DRIVER=soak.py
 exec "$(dirname "$0")/bench.sh" "$@"
