@@ -82,7 +82,17 @@ pub async fn active_users<C: ConnectionTrait>(
     let until = chrono::NaiveDate::from_ymd_opt(9999, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .expect("a valid date");
-    Ok(present(conn, since, until, false, None)
+    users_in(conn, since, until).await
+}
+
+/// The distinct users with events in [from, to).
+async fn users_in<C: ConnectionTrait>(
+    conn: &C,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<i64, DbErr> {
+    // Overall, the count is one row.
+    Ok(present(conn, from, to, false, None)
         .await?
         .first()
         .map_or(0, |r| r.1))
@@ -144,11 +154,7 @@ pub async fn distinct_users<C: ConnectionTrait>(
         let n = by_type.first().map_or(0, |t| t.1);
         return Ok((n, by_type));
     }
-    let n = present(conn, from, to, false, None)
-        .await?
-        .first()
-        .map_or(0, |r| r.1);
-    Ok((n, by_type))
+    Ok((users_in(conn, from, to).await?, by_type))
 }
 
 /// Users (or (type, user) pairs with `per_type`) with events in [from, to),
@@ -177,24 +183,28 @@ async fn present<C: ConnectionTrait>(
         from.into(),
     ];
     let p: Vec<String> = (1..=6).map(|i| bind(backend, i)).collect();
-    let (table, key, same_type, group) = if per_type {
+    let (table, key, h_key, same_type, group) = if per_type {
         (
             "platform_analytics_event_type_user_hours",
             "event_type, user_id",
+            "h.event_type, h.user_id",
             " AND e.event_type = h.event_type",
             "event_type",
         )
     } else {
-        ("platform_analytics_event_user_hours", "user_id", "", "''")
+        (
+            "platform_analytics_event_user_hours",
+            "user_id",
+            "h.user_id",
+            "",
+            "''",
+        )
     };
     let mut of_type = String::new();
     if let Some(t) = event_type {
         values.push(t.to_string().into());
         of_type = format!(" AND event_type = {}", p[5]);
     }
-    let h_key = key
-        .replace("event_type", "h.event_type")
-        .replace("user_id", "h.user_id");
     let grouped = if per_type { " GROUP BY event_type" } else { "" };
     // Each edge is its own range, so both are index-only scans of the key.
     let sql = format!(
