@@ -258,3 +258,48 @@ async fn active_users_count_the_ragged_first_hour_exactly() {
     assert_eq!(d["active_users"], 4, "users 10, 12, 13 and 14: {d}");
     assert_eq!(d["total_events"], 5);
 }
+
+/// Each ragged end is probed over its own part of the window: a user whose
+/// events in the first and last partial hours all fall outside the window
+/// is not counted; one with an event inside either part is, per type too.
+#[tokio::test]
+async fn uniques_probe_each_ragged_end_within_its_part_of_the_window() {
+    let app = spawn_app().await;
+    let h = Utc::now()
+        .with_nanosecond(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_minute(0))
+        .unwrap()
+        - Duration::hours(6);
+    let m = |minutes: i64| h + Duration::minutes(minutes);
+    store_at(
+        &app,
+        &[
+            (Some(1), "view", m(10)),  // first hour, before the window
+            (Some(1), "view", m(220)), // last hour, after it: not counted
+            (Some(2), "view", m(10)),
+            (Some(2), "view", m(200)), // last hour, inside
+            (Some(3), "view", m(40)),  // first hour, inside
+            (Some(3), "view", m(230)),
+            (Some(4), "click", m(20)), // before: click not counted
+            (Some(4), "view", m(45)),
+            (Some(5), "view", m(90)), // a whole hour
+        ],
+    )
+    .await;
+    let query = [("from", m(30).to_rfc3339()), ("to", m(210).to_rfc3339())];
+    let body = uniques(&app, &query).await;
+    assert_eq!(body["unique_users"], 4, "users 2, 3, 4 and 5: {body}");
+    let of = |t: &str| {
+        body["by_event_type"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["event_type"] == t)
+            .map_or(0, |x| x["unique_users"].as_i64().unwrap())
+    };
+    assert_eq!((of("view"), of("click")), (4, 0), "{body}");
+    let mut clicks = query.to_vec();
+    clicks.push(("event_type", "click".to_string()));
+    assert_eq!(uniques(&app, &clicks).await["unique_users"], 0);
+}

@@ -175,14 +175,22 @@ async fn present<C: ConnectionTrait>(
     let backend = conn.get_database_backend();
     let step = Grain::Hour.step();
     let (h0, h1) = (ceil(from, step), trunc(to, step));
+    // A key not among the whole hours' has no event in [h0, h1), so each
+    // edge's probe reads only its own ragged part of the window: at most an
+    // hour of the user's events, not the whole window's (for a pair whose
+    // events in that hour fell outside the window, the probe walked all of
+    // it: 0.8 s over 24 hours at 50 million rows). Inside one hour both
+    // parts are the window.
     let mut values: Vec<Value> = vec![
         h0.into(),
         h1.into(),
         trunc(from, step).into(),
         to.into(),
         from.into(),
+        h0.min(to).into(),
+        h1.max(from).into(),
     ];
-    let p: Vec<String> = (1..=6).map(|i| bind(backend, i)).collect();
+    let p: Vec<String> = (1..=8).map(|i| bind(backend, i)).collect();
     let (table, key, h_key, same_type, group) = if per_type {
         (
             "platform_analytics_event_type_user_hours",
@@ -203,27 +211,36 @@ async fn present<C: ConnectionTrait>(
     let mut of_type = String::new();
     if let Some(t) = event_type {
         values.push(t.to_string().into());
-        of_type = format!(" AND event_type = {}", p[5]);
+        of_type = format!(" AND event_type = {}", p[7]);
     }
     let grouped = if per_type { " GROUP BY event_type" } else { "" };
-    // Each edge is its own range, so both are index-only scans of the key.
+    // Each edge is its own range of the presence table (an index-only scan
+    // of the key), probed over its own part of the window with constant
+    // bounds, so the planner prunes the raw partitions to that hour's.
+    let probe = |edge: &str, lo: &str, hi: &str| {
+        format!(
+            "SELECT {h_key} FROM {table} h WHERE {edge}{of_type} \
+               AND ({h_key}) NOT IN (SELECT {key} FROM whole) \
+               AND EXISTS (SELECT 1 FROM platform_analytics_events e \
+                 WHERE e.user_id = h.user_id{same_type} AND e.\"timestamp\" >= {lo} AND e.\"timestamp\" < {hi})"
+        )
+    };
+    let (h0, h1, first, to, from) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
+    let ragged = format!(
+        "{} UNION {}",
+        probe(
+            &format!("h.bucket >= {first} AND h.bucket < {h0}"),
+            from,
+            &p[5]
+        ),
+        probe(&format!("h.bucket >= {h1} AND h.bucket < {to}"), &p[6], to),
+    );
     let sql = format!(
         "WITH whole AS (\
            SELECT DISTINCT {key} FROM {table} WHERE bucket >= {h0} AND bucket < {h1}{of_type}), \
-         edges AS (\
-           SELECT {key} FROM {table} WHERE bucket >= {first} AND bucket < {h0}{of_type} \
-           UNION SELECT {key} FROM {table} WHERE bucket >= {h1} AND bucket < {to}{of_type}), \
-         ragged AS (\
-           SELECT {h_key} FROM edges h WHERE ({h_key}) NOT IN (SELECT {key} FROM whole) \
-             AND EXISTS (SELECT 1 FROM platform_analytics_events e WHERE e.user_id = h.user_id{same_type} \
-               AND e.\"timestamp\" >= {from} AND e.\"timestamp\" < {to})) \
+         ragged AS ({ragged}) \
          SELECT {group} AS event_type, COUNT(*) AS n FROM (\
-           SELECT {key} FROM whole UNION ALL SELECT {key} FROM ragged) u{grouped}",
-        h0 = p[0],
-        h1 = p[1],
-        first = p[2],
-        to = p[3],
-        from = p[4],
+           SELECT {key} FROM whole UNION ALL SELECT {key} FROM ragged) u{grouped}"
     );
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
