@@ -296,6 +296,12 @@ def revocation_spread(backends, email, samples):
             "p99_ms": p(0.99), "errors": 0, "spread": True}
 
 
+def psql(url, sql):
+    """One statement through psql; its unaligned output."""
+    return subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 # The checkpoint settings the README asks of production, with the timeout
 # at its minimum so that a run of half a minute spends most of its time
 # inside a checkpoint: reloaded for one scenario, then reset.
@@ -307,8 +313,7 @@ def spread_checkpoints(db_url, scenario):
     make it: timed, its writes spread over 90% of the interval. The last
     checkpoint is let age past the timeout first, so the next one begins as
     the settings load and the run is inside it almost from its start."""
-    sql = lambda q: subprocess.run(["psql", "-qAt", db_url, "-c", q], check=True, capture_output=True,
-                                   text=True).stdout.strip()
+    sql = lambda q: psql(db_url, q)
     age = float(sql("SELECT EXTRACT(EPOCH FROM now() - checkpoint_time) FROM pg_control_checkpoint()"))
     time.sleep(max(0.0, 31 - age))
     started = "SELECT checkpoints_timed FROM pg_stat_bgwriter"

@@ -11,7 +11,6 @@ from the replica while ingest runs at full rate. Run through .ci/scale.sh."""
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,9 +27,14 @@ ROUNDS = int(os.environ.get("SCALE_ROUNDS", "3"))
 failed = []
 
 
-def psql(url, sql):
-    return subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
-                          capture_output=True, text=True).stdout.strip()
+psql = B.psql
+
+
+def register():
+    """A new account's user id."""
+    reg = B.http("POST", "/auth/register", {"email": f"scale{time.time_ns()}@example.com",
+                                            "password": "bench-Quartz-4417-violin"})
+    return reg["user"]["id"]
 
 
 def stop(proc):
@@ -57,9 +61,7 @@ def ingest_on(url, backends, label):
     psql(url, "CHECKPOINT")
     proc = B.start_server({**backends, "DATABASE_URL": url})
     try:
-        reg = B.http("POST", "/auth/register", {"email": f"scale{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})
-        return ingest(reg["user"]["id"], label)
+        return ingest(register(), label)
     finally:
         stop(proc)
 
@@ -197,9 +199,7 @@ def main():
 
     proc = B.start_server(backends)
     try:
-        reg = B.http("POST", "/auth/register", {"email": f"scale{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})
-        uid = reg["user"]["id"]
+        uid = register()
         t0 = time.time()
         print(f"  loading {ROWS} events and {ROWS} metrics ...", flush=True)
         B.load_rows(db_url, ROWS, ROWS, 1000, DAYS)
