@@ -225,15 +225,20 @@ async fn present<C: ConnectionTrait>(
                  WHERE e.user_id = h.user_id{same_type} AND e.\"timestamp\" >= {lo} AND e.\"timestamp\" < {hi})"
         )
     };
-    let (h0, h1, first, to, from) = (&p[0], &p[1], &p[2], &p[3], &p[4]);
+    // The placeholders, in the order of `values`.
+    let [h0, h1, first, to, from, first_end, last_start] = [0, 1, 2, 3, 4, 5, 6].map(|i| &p[i]);
     let ragged = format!(
         "{} UNION {}",
         probe(
             &format!("h.bucket >= {first} AND h.bucket < {h0}"),
             from,
-            &p[5]
+            first_end
         ),
-        probe(&format!("h.bucket >= {h1} AND h.bucket < {to}"), &p[6], to),
+        probe(
+            &format!("h.bucket >= {h1} AND h.bucket < {to}"),
+            last_start,
+            to
+        ),
     );
     let sql = format!(
         "WITH whole AS (\
