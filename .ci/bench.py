@@ -130,6 +130,12 @@ def start_server(env_extra, port=PORT, metrics_port=METRICS_PORT):
     sys.exit("server did not become ready; see bench-server.log")
 
 
+def psql(url, sql):
+    """One statement through psql; its unaligned output."""
+    return subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
 def load_rows(db_url, events, metrics, users, days=30):
     """Batched server-side inserts (INSERT ... SELECT generate_series), not the
     API, spread over the last `days` days; then the loaded rows are folded
@@ -193,7 +199,7 @@ def load_rows(db_url, events, metrics, users, days=30):
     {cost_counters("hour")}
     ANALYZE;
     """
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
+    psql(db_url, sql)
 
 
 def cost_counters(unit):
@@ -220,7 +226,7 @@ def settle(db_url):
     (autovacuum would otherwise start on the bulk inserts mid-scenario)."""
     http("POST", "/analytics/jobs/rollup", {}, timeout=600)
     for sql in ("VACUUM ANALYZE", "CHECKPOINT"):
-        subprocess.run(["psql", "-q", db_url, "-c", sql], check=True)
+        psql(db_url, sql)
     time.sleep(2)
 
 
@@ -233,12 +239,11 @@ def copy_rate(db_url, uid, rows):
     with open(path, "w") as f:
         line = f'api_calls,1,counter,{uid},,/x,{{}},{ts}\n'
         f.write(line * rows)
-    psql = lambda sql: subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", db_url, "-c", sql], check=True)
-    psql("DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE platform_analytics_metrics INCLUDING ALL)")
+    psql(db_url, "DROP TABLE IF EXISTS bench_copy; CREATE TABLE bench_copy (LIKE platform_analytics_metrics INCLUDING ALL)")
     t0 = time.perf_counter()
-    psql(f"\\copy bench_copy (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp) FROM '{path}' CSV")
+    psql(db_url, f"\\copy bench_copy (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp) FROM '{path}' CSV")
     elapsed = time.perf_counter() - t0
-    psql("DROP TABLE bench_copy")
+    psql(db_url, "DROP TABLE bench_copy")
     os.unlink(path)
     return rows / elapsed
 
@@ -294,12 +299,6 @@ def revocation_spread(backends, email, samples):
           f"({samples} sessions)", flush=True)
     return {"scenario": "logout seen by a second replica", "unit": "ms", "rate": p(0.5), "p50_ms": p(0.5),
             "p99_ms": p(0.99), "errors": 0, "spread": True}
-
-
-def psql(url, sql):
-    """One statement through psql; its unaligned output."""
-    return subprocess.run(["psql", "-qAt", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True,
-                          capture_output=True, text=True).stdout.strip()
 
 
 # The checkpoint settings the README asks of production, with the timeout
@@ -420,7 +419,7 @@ def main():
         def checkpointer():
             while not stop.wait(2):
                 t0 = time.perf_counter()
-                subprocess.run(["psql", "-q", db_url, "-c", "CHECKPOINT"], check=True)
+                psql(db_url, "CHECKPOINT")
                 took.append(time.perf_counter() - t0)
 
         worker = threading.Thread(target=checkpointer)

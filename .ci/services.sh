@@ -164,13 +164,17 @@ stop_redis_cluster() {
 }
 
 # Also removes the data directory this script made (a benchmark's Postgres
-# holds gigabytes); one passed in through SERVICES_DIR is left alone.
+# holds gigabytes); one passed in through SERVICES_DIR is left alone, and
+# SERVICES_KEEP=1 keeps it (a 50-million-row database to work on after a
+# scale run: restart it with SERVICES_DIR set to the printed directory).
 stop_services() {
   stop_replica
   stop_postgres
   stop_redis
   stop_redis_cluster
-  if [ -n "${SERVICES_DIR_OWNED:-}" ]; then
+  if [ -n "${SERVICES_KEEP:-}" ]; then
+    echo "==> kept $SERVICES_DIR (SERVICES_KEEP)"
+  elif [ -n "${SERVICES_DIR_OWNED:-}" ]; then
     sleep 0.2
     rm -rf "$SERVICES_DIR"
   fi
