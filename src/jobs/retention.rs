@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use super::partitions::{self, TABLES};
 use super::{Job, JobError, RunReport, locked_write, record};
@@ -81,6 +81,10 @@ pub(super) async fn run_once(
 }
 
 /// `DELETE … WHERE key IN (SELECT key … LIMIT n)`: portable and bounded.
+/// On Postgres the batch is picked by `ctid`, a scan of the rows themselves:
+/// there the `IN` form was planned as a hash join over the whole table for
+/// every batch (a day of 1.67 million `event_id` keys took 13–14 s, by
+/// `ctid` 2.2–2.7 s).
 async fn delete_batch<C: ConnectionTrait>(
     conn: &C,
     table: &str,
@@ -88,6 +92,15 @@ async fn delete_batch<C: ConnectionTrait>(
     column: &str,
     before: chrono::NaiveDateTime,
 ) -> Result<u64, DbErr> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        // Table and column names are the job's own, never input.
+        let sql = format!(
+            r#"DELETE FROM "{table}" WHERE ctid = ANY(ARRAY(
+                   SELECT ctid FROM "{table}" WHERE "{column}" < $1 LIMIT {BATCH}))"#
+        );
+        let stmt = Statement::from_sql_and_values(DbBackend::Postgres, sql, [before.into()]);
+        return Ok(conn.execute_raw(stmt).await?.rows_affected());
+    }
     let table = Alias::new(table);
     let ids = Query::select()
         .column(Alias::new(key))

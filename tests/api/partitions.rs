@@ -362,3 +362,43 @@ async fn a_populated_database_is_partitioned_with_every_row_and_id() {
         assert_eq!(app.count("platform_analytics_event_keys").await, 6666);
     }
 }
+
+#[tokio::test]
+#[ignore = "needs Postgres"]
+async fn retention_deletes_old_keys_and_stray_rows_batch_by_batch() {
+    require_postgres();
+    let app = spawn_app_with(&[("ANALYTICS_RETENTION_DAYS", "10")]).await;
+    // More old keys than one batch of 10,000 holds, and fresh ones beside.
+    app.execute(
+        "INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\") \
+         SELECT 'old-' || i, i, now() - interval '20 days' FROM generate_series(1, 25000) i \
+         UNION ALL SELECT 'new-' || i, i, now() FROM generate_series(1, 300) i",
+    )
+    .await;
+    // Rows older than the horizon that no partition holds (a bulk load's).
+    let past = (Utc::now() - Duration::days(300)).naive_utc();
+    app.execute(&format!(
+        "INSERT INTO {EVENTS} (event_type, event_data, \"timestamp\") \
+         SELECT 'stray', '{{}}', '{}' FROM generate_series(1, 3)",
+        past.format("%Y-%m-%d %H:%M:%S")
+    ))
+    .await;
+    let kept = app.count(EVENTS).await - 3;
+    assert_eq!(app.count(&format!("{EVENTS}_default")).await, 3);
+
+    let report = run_job(&app, "retention").await;
+    assert_eq!(report["ran"], true, "{report}");
+    assert!(report["rows"].as_i64().unwrap() >= 25_003, "{report}");
+    assert_eq!(app.count(&format!("{EVENTS}_default")).await, 0);
+    assert_eq!(app.count(EVENTS).await, kept);
+    assert_eq!(
+        app.count_where("platform_analytics_event_keys", "event_id LIKE 'old-%'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count_where("platform_analytics_event_keys", "event_id LIKE 'new-%'")
+            .await,
+        300
+    );
+}
