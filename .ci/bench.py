@@ -8,6 +8,7 @@ writes it as JSON. `--quick` runs each scenario for a few seconds (CI smoke).
 
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -142,13 +143,20 @@ def psql(url, sql):
                           capture_output=True, text=True).stdout.strip()
 
 
-def load_rows(db_url, events, metrics, users, days=30):
+def load_rows(db_url, events, metrics, users, days=30, cover=False):
     """Batched server-side inserts (INSERT ... SELECT generate_series), not the
-    API, spread over the last `days` days; then the loaded rows are folded
+    API, spread over the last `days` days: row g sits `g * step` seconds back,
+    wrapped at `days`. The step is 0.5183 s, so 50 million rows wrap the 30
+    days ten times; with `cover`, a load too small to reach the oldest day
+    takes a wider step that does (300,000 rows at 0.5183 s sat in the last
+    1.8 days, so retention at 29 days had nothing to remove). Then the loaded rows are folded
     into the minute/hour rollups the ingest writer keeps for rows that come
     through the API. Folded in bucket order, as live ingest writes them:
     folded in hash order, a window's buckets sat one per heap page and the
     dashboard read thousands of pages for a partial hour."""
+    step = 0.5183
+    if cover and events * step < days * 86400:
+        step *= math.ceil(days * 86400 / (events * step))
     # The partition job makes partitions from today on; loaded history gets
     # its days' partitions first (else it would all sit in the default one).
     sql = f"""
@@ -168,12 +176,12 @@ def load_rows(db_url, events, metrics, users, days=30):
       (SELECT COALESCE(MAX(id), 0) FROM platform_analytics_metrics) AS m;
     INSERT INTO platform_analytics_events (user_id, event_type, event_data, timestamp, session_id)
     SELECT 1 + (g % {users}), 'type_' || (g % 20), '{{"k": 1}}'::json,
-           (now() at time zone 'utc') - ((g * 0.5183 % ({days} * 86400)) || ' seconds')::interval, 's' || (g % 10000)
+           (now() at time zone 'utc') - ((g * {step} % ({days} * 86400)) || ' seconds')::interval, 's' || (g % 10000)
     FROM generate_series(1, {events}) g;
     INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, timestamp)
     SELECT (ARRAY['api_calls','tokens_used','cost_usd','latency_ms'])[1 + g % 4], 1 + (g % 100), 'counter',
            1 + (g % {users}), 'svc_' || (g % 5), '/e/' || (g % 50), '{{"model": "gpt-x"}}'::json,
-           (now() at time zone 'utc') - ((g * 0.5183 % ({days} * 86400)) || ' seconds')::interval
+           (now() at time zone 'utc') - ((g * {step} % ({days} * 86400)) || ' seconds')::interval
     FROM generate_series(1, {metrics}) g;
     INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
     SELECT date_trunc('minute', timestamp), event_type, COUNT(*) FROM platform_analytics_events

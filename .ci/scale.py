@@ -202,7 +202,7 @@ def main():
         uid = register()
         t0 = time.time()
         print(f"  loading {ROWS} events and {ROWS} metrics ...", flush=True)
-        B.load_rows(db_url, ROWS, ROWS, 1000, DAYS)
+        B.load_rows(db_url, ROWS, ROWS, 1000, DAYS, cover=True)
         print(f"  loaded in {time.time() - t0:.0f} s: {sizes(db_url)}", flush=True)
         t0 = time.time()
         B.http("POST", "/analytics/jobs/rollup", {}, timeout=7200)
@@ -232,6 +232,13 @@ def main():
     psql(db_url, "VACUUM ANALYZE platform_analytics_event_keys")
     count_keys = lambda: int(psql(db_url, "SELECT count(*) FROM platform_analytics_event_keys"))
     keys_before = count_keys()
+    # A day's partition goes whole once the day ends before the horizon:
+    # rows before the horizon's day, and keys before the horizon itself.
+    horizon = f"(now() at time zone 'utc') - interval '{DAYS - 1} days'"
+    past = lambda: (sum(int(psql(db_url, f'SELECT count(*) FROM {t} WHERE "timestamp" < date_trunc(\'day\', {horizon})'))
+                        for t in ("platform_analytics_events", "platform_analytics_metrics")),
+                    int(psql(db_url, f'SELECT count(*) FROM platform_analytics_event_keys WHERE "timestamp" < {horizon}')))
+    old_before = past()
     before = partition_bytes(db_url)
     proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": str(DAYS - 1)})
     try:
@@ -244,6 +251,10 @@ def main():
     print(f"  retention at {DAYS - 1} days: {took * 1000:.0f} ms for the whole run (job: {report['duration_ms']} ms), "
           f"~{report['rows']} rows removed (the partitions' estimate, keys, buckets), "
           f"{freed / 2**30:.2f} GiB freed; event_id keys {keys_before} before, {count_keys()} after", flush=True)
+    stale = past()
+    print(f"  past the horizon (rows of whole days, keys): {old_before} before, {stale} after", flush=True)
+    if old_before[1] == 0 or stale != (0, 0):
+        sys.exit("FAILED: no keys past the horizon to prune, or retention left rows or keys past it")
 
     if replica:
         time.sleep(5)
