@@ -190,6 +190,36 @@ def audience(db_url):
           f"{[s['users'] for s in funnel['steps']]} users in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
+def horizon(days):
+    return f"((now() at time zone 'utc') - interval '{days} days')"
+
+
+def retention(db_url, backends, days, label):
+    """One retention run at `days`, timed; fails unless it left no row of
+    a whole day and no key past the horizon."""
+    def past():
+        rows = sum(int(psql(db_url, f'SELECT count(*) FROM {t} WHERE "timestamp" < '
+                                    f"date_trunc('day', {horizon(days)})"))
+                   for t in ("platform_analytics_events", "platform_analytics_metrics"))
+        return rows, int(psql(db_url, "SELECT count(*) FROM platform_analytics_event_keys "
+                                      f'WHERE "timestamp" < {horizon(days)}'))
+    stale_before, before = past(), partition_bytes(db_url)
+    proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": str(days)})
+    try:
+        t0 = time.perf_counter()
+        report = B.http("POST", "/analytics/jobs/retention", {}, timeout=600)
+        took = time.perf_counter() - t0
+    finally:
+        stop(proc)
+    stale = past()
+    print(f"  retention at {days} days ({label}): {took * 1000:.0f} ms for the whole run "
+          f"(job: {report['duration_ms']} ms), ~{report['rows']} rows removed (the partitions' estimate, keys, "
+          f"buckets), {(before - partition_bytes(db_url)) / 2**30:.2f} GiB freed; past the horizon (rows of "
+          f"whole days, keys): {stale_before} before, {stale} after", flush=True)
+    if stale_before[1] == 0 or stale != (0, 0):
+        sys.exit("FAILED: no keys past the horizon to prune, or retention left rows or keys past it")
+
+
 def main():
     db_url = os.environ["BENCH_DATABASE_URL"]
     backends = {"DATABASE_URL": db_url, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
@@ -221,40 +251,19 @@ def main():
     finally:
         stop(proc)
 
-    # Retention at one day less than loaded: the partitions of the oldest
-    # day (and the empty one before it) go whole. The loader gives events no
-    # event_id; the two oldest days get their keys here, as if every event
-    # had carried one, so the run also prunes a day of keys row by row.
-    keys_sql = ("INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\") "
-                "SELECT 'scale-' || id, id, \"timestamp\" FROM platform_analytics_events "
-                f"WHERE \"timestamp\" < (now() at time zone 'utc') - interval '{DAYS - 2} days'")
-    psql(db_url, keys_sql)
+    # Retention, twice. The loader gives events no event_id; keys are given
+    # here, as if every event had carried one. Retention runs hourly by
+    # default and prunes keys to the hour, so when a day's partitions go the
+    # keys left past the horizon are the last hour's: the steady state.
+    # Then a day later, with a whole day of keys at once: the catch-up.
+    psql(db_url, "INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\") "
+                 "SELECT 'scale-' || id, id, \"timestamp\" FROM platform_analytics_events "
+                 f"WHERE \"timestamp\" >= {horizon(DAYS - 1)} - interval '1 hour' "
+                 f"AND \"timestamp\" < {horizon(DAYS - 2)}")
     psql(db_url, "VACUUM ANALYZE platform_analytics_event_keys")
-    count_keys = lambda: int(psql(db_url, "SELECT count(*) FROM platform_analytics_event_keys"))
-    keys_before = count_keys()
-    # A day's partition goes whole once the day ends before the horizon:
-    # rows before the horizon's day, and keys before the horizon itself.
-    horizon = f"(now() at time zone 'utc') - interval '{DAYS - 1} days'"
-    past = lambda: (sum(int(psql(db_url, f'SELECT count(*) FROM {t} WHERE "timestamp" < date_trunc(\'day\', {horizon})'))
-                        for t in ("platform_analytics_events", "platform_analytics_metrics")),
-                    int(psql(db_url, f'SELECT count(*) FROM platform_analytics_event_keys WHERE "timestamp" < {horizon}')))
-    old_before = past()
-    before = partition_bytes(db_url)
-    proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": str(DAYS - 1)})
-    try:
-        t0 = time.perf_counter()
-        report = B.http("POST", "/analytics/jobs/retention", {}, timeout=600)
-        took = time.perf_counter() - t0
-    finally:
-        stop(proc)
-    freed = before - partition_bytes(db_url)
-    print(f"  retention at {DAYS - 1} days: {took * 1000:.0f} ms for the whole run (job: {report['duration_ms']} ms), "
-          f"~{report['rows']} rows removed (the partitions' estimate, keys, buckets), "
-          f"{freed / 2**30:.2f} GiB freed; event_id keys {keys_before} before, {count_keys()} after", flush=True)
-    stale = past()
-    print(f"  past the horizon (rows of whole days, keys): {old_before} before, {stale} after", flush=True)
-    if old_before[1] == 0 or stale != (0, 0):
-        sys.exit("FAILED: no keys past the horizon to prune, or retention left rows or keys past it")
+    for days, label in ((DAYS - 1, "steady state, an hour of keys past the horizon"),
+                        (DAYS - 2, "catch-up, a day of keys past the horizon")):
+        retention(db_url, backends, days, label)
 
     if replica:
         time.sleep(5)
