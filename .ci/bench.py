@@ -190,6 +190,9 @@ def load_rows(db_url, events, metrics, users, days=30, cover=False):
     INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
     SELECT DISTINCT date_trunc('hour', timestamp), user_id FROM platform_analytics_events
     WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ORDER BY 1 ON CONFLICT DO NOTHING;
+    INSERT INTO platform_analytics_user_last_hours AS l (user_id, bucket)
+    SELECT user_id, MAX(bucket) FROM platform_analytics_event_user_hours GROUP BY user_id
+    ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket WHERE l.bucket < excluded.bucket;
     INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
     SELECT DISTINCT date_trunc('hour', timestamp), event_type, user_id FROM platform_analytics_events
     WHERE id > (SELECT e FROM mark) AND user_id IS NOT NULL ORDER BY 1 ON CONFLICT DO NOTHING;

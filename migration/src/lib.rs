@@ -20,6 +20,7 @@ mod m20250110_000001_second_factor;
 mod m20250111_000001_partitions;
 mod m20250112_000001_type_user_hours;
 mod m20250113_000001_cost_counters;
+mod m20250114_000001_user_last_hours;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250111_000001_partitions::Migration),
             Box::new(m20250112_000001_type_user_hours::Migration),
             Box::new(m20250113_000001_cost_counters::Migration),
+            Box::new(m20250114_000001_user_last_hours::Migration),
         ]
     }
 }

@@ -374,6 +374,22 @@ async fn concurrent_groups_answer_their_own_rows_and_keep_counters_exact() {
         app.count("platform_analytics_event_user_hours").await,
         active
     );
+    // Each user's latest hour, written by concurrent groups, is the hour of
+    // their latest row.
+    let latest = app
+        .scalar(&format!(
+            "SELECT COUNT(*) AS n FROM platform_analytics_user_last_hours l JOIN \
+             (SELECT user_id, MAX({hour}) AS h FROM platform_analytics_events \
+              WHERE user_id IS NOT NULL GROUP BY user_id) e ON e.user_id = l.user_id \
+             WHERE {} = e.h",
+            hour.replace("timestamp", "l.bucket")
+        ))
+        .await;
+    assert_eq!(
+        latest, 7,
+        "one latest hour per user, the hour of their last row"
+    );
+    assert_eq!(app.count("platform_analytics_user_last_hours").await, 7);
     let metric_sum: i64 = (0..6)
         .map(|b| (0..50).map(|i| b * 100 + i).sum::<i64>())
         .sum();

@@ -501,9 +501,9 @@ async fn retention_removes_the_counters_of_what_it_deletes() {
         .post_json(
             "/analytics/events/batch",
             json!({"events": [
-                {"event_type": "old", "timestamp": old},
-                {"event_type": "old", "timestamp": old},
-                {"event_type": "new"},
+                {"event_type": "old", "timestamp": old, "user_id": 1},
+                {"event_type": "old", "timestamp": old, "user_id": 2},
+                {"event_type": "new", "user_id": 2},
             ]}),
         )
         .await;
@@ -531,6 +531,8 @@ async fn retention_removes_the_counters_of_what_it_deletes() {
         types(app.get_ok(window).await),
         vec![("old".to_string(), 2), ("new".to_string(), 1)]
     );
+    let dash = app.get_ok("/analytics/dashboard?hours=8784").await;
+    assert_eq!(dash["active_users"], 2);
 
     // A replica with a shorter horizon runs retention on the same database.
     let short = spawn_on(
@@ -555,6 +557,9 @@ async fn retention_removes_the_counters_of_what_it_deletes() {
     let dash = app.get_ok("/analytics/dashboard?hours=8784").await;
     assert_eq!(dash["total_events"], 1);
     assert_eq!(dash["total_api_calls"], 1.0);
+    // User 1's latest hour went with their events; user 2 has a new one.
+    assert_eq!(dash["active_users"], 1);
+    assert_eq!(app.count("platform_analytics_user_last_hours").await, 1);
     assert_eq!(
         dash["top_endpoints"],
         json!([{"endpoint": "/new", "count": 1}])

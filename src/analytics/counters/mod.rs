@@ -121,6 +121,17 @@ pub(super) fn user_hours(
         .collect()
 }
 
+/// Each user's latest hour among these, in user order (one row per user,
+/// as an upsert needs, and the same lock order on every writer).
+pub(super) fn last_hours(hours: &BTreeSet<(NaiveDateTime, i32)>) -> BTreeMap<i32, NaiveDateTime> {
+    let mut latest = BTreeMap::new();
+    // Ascending (hour, user): a later hour overwrites an earlier one.
+    for &(hour, user) in hours {
+        latest.insert(user, hour);
+    }
+    latest
+}
+
 /// The event types each user did in each hour, in key order.
 pub(super) fn type_user_hours<'a>(
     rows: impl IntoIterator<Item = (NaiveDateTime, &'a str, Option<i32>)>,
@@ -258,6 +269,7 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
         .await?;
     }
     let users = user_hours(rows.iter().map(|e| (e.timestamp, e.user_id)));
+    let latest = last_hours(&users);
     upsert(
         conn,
         "INSERT INTO platform_analytics_event_user_hours (bucket, user_id)",
@@ -266,6 +278,18 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
         users
             .into_iter()
             .map(|(b, u)| vec![b.into(), u.into()])
+            .collect(),
+    )
+    .await?;
+    upsert(
+        conn,
+        "INSERT INTO platform_analytics_user_last_hours (user_id, bucket)",
+        "ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket \
+         WHERE platform_analytics_user_last_hours.bucket < excluded.bucket",
+        2,
+        latest
+            .into_iter()
+            .map(|(u, b)| vec![u.into(), b.into()])
             .collect(),
     )
     .await?;
@@ -360,6 +384,8 @@ pub async fn delete_before<C: ConnectionTrait>(
         })
         .chain([
             ("platform_analytics_event_user_hours", Grain::Hour),
+            // Users whose latest hour went: none of their events is left.
+            ("platform_analytics_user_last_hours", Grain::Hour),
             ("platform_analytics_event_type_user_hours", Grain::Hour),
         ]);
     for (table, grain) in tables {

@@ -47,6 +47,18 @@ WITH e AS (
     INSERT INTO platform_analytics_event_user_hours (bucket, user_id)
     SELECT * FROM unnest($16::timestamp[], $17::int4[])
     ON CONFLICT (bucket, user_id) DO NOTHING
+), last_hours AS (
+    -- Only users whose latest hour moves on, so a group locks no row
+    -- otherwise; in user order, the same lock order on every writer.
+    INSERT INTO platform_analytics_user_last_hours AS l (user_id, bucket)
+    SELECT n.u, n.b FROM (
+        SELECT u, MAX(b) AS b FROM unnest($16::timestamp[], $17::int4[]) AS r(b, u) GROUP BY u
+    ) n
+    WHERE NOT EXISTS (
+        SELECT 1 FROM platform_analytics_user_last_hours o WHERE o.user_id = n.u AND o.bucket >= n.b
+    )
+    ORDER BY n.u
+    ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket WHERE l.bucket < excluded.bucket
 ), type_user_hours AS (
     INSERT INTO platform_analytics_event_type_user_hours (bucket, event_type, user_id)
     SELECT * FROM unnest($37::timestamp[], $38::text[], $39::int4[])
