@@ -384,7 +384,7 @@ pub async fn delete_before<C: ConnectionTrait>(
         })
         .chain([
             ("platform_analytics_event_user_hours", Grain::Hour),
-            // Users whose latest hour went: none of their events is left.
+            // Latest hours before the horizon go with the presence rows.
             ("platform_analytics_user_last_hours", Grain::Hour),
             ("platform_analytics_event_type_user_hours", Grain::Hour),
         ]);
