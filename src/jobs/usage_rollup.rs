@@ -13,6 +13,10 @@
 //! kept as gaps and read again on each run until their rows appear (counted
 //! then, once) or `GAP_TTL_SECS` passes (the transaction that held them
 //! rolled back).
+//!
+//! Each run then catches up users' latest hours from the last two hours of
+//! presence rows (`counters::catch_up_last_hours`), for rows an older
+//! replica wrote during a rolling upgrade.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
@@ -26,6 +30,7 @@ use sea_orm::{
 };
 
 use super::{Job, JobError, RunReport, locked_write, record};
+use crate::analytics::counters;
 use crate::analytics::domain::Period;
 use crate::analytics::pricing::{
     PriceTable, TokenType, Totals, dollars_to_pico, nano_to_dollars, split_pico,
@@ -287,6 +292,13 @@ pub(super) async fn run_once(
             .await?;
     }
     txn.commit().await?;
+    // Outside the rollup's transaction, so the rows it moves are not held
+    // locked against the writers while a large rollup commits.
+    let since = crate::time::now_utc().naive_utc() - chrono::Duration::hours(1);
+    let moved = counters::catch_up_last_hours(db, since).await?;
+    if moved > 0 {
+        tracing::info!(users = moved, "latest hours caught up from presence rows");
+    }
     Ok(RunReport::new(
         Job::UsageRollup,
         true,

@@ -122,3 +122,41 @@ async fn migrations_go_down_and_up_again() {
     Migrator::up(&app.db, None).await.unwrap();
     assert_eq!(count(&app.db, "platform_users").await, 0);
 }
+
+/// During a rolling upgrade a replica that predates the latest-hours table
+/// still writes presence rows but not latest hours: the next usage rollup
+/// moves those users' latest hours up, so they count as active users.
+#[tokio::test]
+async fn presence_rows_from_an_older_replica_count_after_the_rollup() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .post_json(
+            "/analytics/events",
+            json!({"event_type": "new", "user_id": 3}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.rollup().await;
+    // What an older replica writes for user 4's event: the presence row only.
+    app.execute(
+        "INSERT INTO platform_analytics_event_user_hours (bucket, user_id) \
+         SELECT bucket, 4 FROM platform_analytics_event_user_hours WHERE user_id = 3",
+    )
+    .await;
+    let dash = app.get_ok("/analytics/dashboard?hours=24").await;
+    assert_eq!(dash["active_users"], 1, "{dash}");
+
+    app.rollup().await;
+    let dash = app.get_ok("/analytics/dashboard?hours=24").await;
+    assert_eq!(dash["active_users"], 2, "{dash}");
+    let current =
+        "bucket = (SELECT bucket FROM platform_analytics_event_user_hours WHERE user_id = 3)";
+    assert_eq!(
+        app.count_where("platform_analytics_user_last_hours", current)
+            .await,
+        2
+    );
+    // Nothing stale is left: another run moves nothing and no row is added.
+    app.rollup().await;
+    assert_eq!(app.count("platform_analytics_user_last_hours").await, 2);
+}

@@ -366,6 +366,34 @@ pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Resul
     Ok(())
 }
 
+/// Moves each user's latest hour up to their newest presence row from
+/// `since` on; answers the users moved. The writer keeps the latest hours
+/// itself, so this finds work only for presence rows written by a replica
+/// that predates the table, during a rolling upgrade. Only stale users are
+/// written, in user order like the writer.
+pub async fn catch_up_last_hours<C: ConnectionTrait>(
+    conn: &C,
+    since: NaiveDateTime,
+) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = format!(
+        "INSERT INTO platform_analytics_user_last_hours (user_id, bucket) \
+         SELECT n.user_id, n.bucket FROM (SELECT user_id, MAX(bucket) AS bucket \
+           FROM platform_analytics_event_user_hours WHERE bucket >= {} GROUP BY user_id) n \
+         WHERE NOT EXISTS (SELECT 1 FROM platform_analytics_user_last_hours l \
+           WHERE l.user_id = n.user_id AND l.bucket >= n.bucket) \
+         ORDER BY n.user_id \
+         ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket \
+         WHERE platform_analytics_user_last_hours.bucket < excluded.bucket",
+        tuple(backend, 1, 1)
+    );
+    let since = trunc(since, Grain::Hour.step());
+    Ok(conn
+        .execute_raw(Statement::from_sql_and_values(backend, sql, [since.into()]))
+        .await?
+        .rows_affected())
+}
+
 /// Retention for the counters: buckets wholly before the horizon.
 pub async fn delete_before<C: ConnectionTrait>(
     conn: &C,
