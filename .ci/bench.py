@@ -151,9 +151,10 @@ def load_rows(db_url, events, metrics, users, days=30, cover=False):
     takes a wider step that does (300,000 rows at 0.5183 s sat in the last
     1.8 days, so retention at 29 days had nothing to remove). Then the
     loaded rows are folded into the minute/hour rollups the ingest writer
-    keeps for rows that come through the API. Folded in bucket order, as live ingest writes them:
-    folded in hash order, a window's buckets sat one per heap page and the
-    dashboard read thousands of pages for a partial hour."""
+    keeps for rows that come through the API. Folded in bucket order, as
+    live ingest writes them: folded in hash order, a window's buckets sat
+    one per heap page and the dashboard read thousands of pages for a
+    partial hour."""
     step = 0.5183
     if cover and events * step < days * 86400:
         step *= math.ceil(days * 86400 / (events * step))

@@ -17,6 +17,10 @@ use crate::time::{Grain, ceil, trunc};
 mod reads;
 pub use reads::*;
 
+/// A user's latest hour only ever moves forward, whoever writes it.
+const LATEST_HOUR_MOVES_ON: &str = "ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket \
+     WHERE platform_analytics_user_last_hours.bucket < excluded.bucket";
+
 /// Rows per upsert statement (3 to 5 parameters each).
 const CHUNK: usize = 500;
 
@@ -284,8 +288,7 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
     upsert(
         conn,
         "INSERT INTO platform_analytics_user_last_hours (user_id, bucket)",
-        "ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket \
-         WHERE platform_analytics_user_last_hours.bucket < excluded.bucket",
+        LATEST_HOUR_MOVES_ON,
         2,
         latest
             .into_iter()
@@ -382,9 +385,7 @@ pub async fn catch_up_last_hours<C: ConnectionTrait>(
            FROM platform_analytics_event_user_hours WHERE bucket >= {} GROUP BY user_id) n \
          WHERE NOT EXISTS (SELECT 1 FROM platform_analytics_user_last_hours l \
            WHERE l.user_id = n.user_id AND l.bucket >= n.bucket) \
-         ORDER BY n.user_id \
-         ON CONFLICT (user_id) DO UPDATE SET bucket = excluded.bucket \
-         WHERE platform_analytics_user_last_hours.bucket < excluded.bucket",
+         ORDER BY n.user_id {LATEST_HOUR_MOVES_ON}",
         tuple(backend, 1, 1)
     );
     let since = trunc(since, Grain::Hour.step());
