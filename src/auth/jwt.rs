@@ -1,6 +1,8 @@
 //! Access tokens: the original's claims (`sub`, `email`, `iat`, `exp`,
 //! `type`) plus `jti`, `sid`, `role` and `iss`. The algorithm is pinned.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +16,8 @@ use super::{AuthError, Methods};
 use crate::config::{JwtAlgorithm, JwtSettings};
 
 const INVALID: AuthError = AuthError::InvalidToken("Invalid token");
+/// Verified tokens kept at most; the memo is emptied when full.
+const MEMO_ENTRIES: usize = 8192;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -59,6 +63,10 @@ pub struct JwtKeys {
     ttl: Duration,
     validation: Validation,
     jwks: JwkSet,
+    /// Tokens that passed `verify`, by their exact text. A token's claims
+    /// never change, so a hit skips the signature and the JSON and checks
+    /// only expiry; revocation is checked by the caller on every request.
+    verified: Mutex<HashMap<Box<str>, Arc<Claims>>>,
 }
 
 impl JwtKeys {
@@ -109,6 +117,7 @@ impl JwtKeys {
             ttl: settings.expires_in,
             validation,
             jwks,
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -167,6 +176,37 @@ impl JwtKeys {
     /// Every failure is a 401: expired, tampered, wrong key or algorithm,
     /// `alg: none`, malformed claims.
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        if let Some(claims) = self.memo(token) {
+            return Ok(Claims::clone(&claims));
+        }
+        let claims = self.decode(token)?;
+        let mut memo = self.memo_lock();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(token.into(), Arc::new(claims.clone()));
+        Ok(claims)
+    }
+
+    /// The memoised claims of `token` while `decode` would still accept
+    /// them (its expiry rule and clock); an expired entry is dropped, so
+    /// `decode` answers with its own error.
+    fn memo(&self, token: &str) -> Option<Arc<Claims>> {
+        let mut memo = self.memo_lock();
+        let claims = memo.get(token)?;
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        if claims.exp >= now - self.validation.leeway as i64 {
+            return Some(Arc::clone(claims));
+        }
+        memo.remove(token);
+        None
+    }
+
+    fn memo_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Claims>>> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::InvalidToken("Token expired"),
@@ -182,5 +222,83 @@ impl JwtKeys {
         }
         claims.user_id()?;
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JwtAlgorithm;
+
+    fn keys(expires_in: Duration) -> JwtKeys {
+        JwtKeys::new(&JwtSettings {
+            secret: "a-test-secret-of-thirty-two-bytes!".to_string().into(),
+            algorithm: JwtAlgorithm::Hs256,
+            expires_in,
+            issuer: "platform-server".into(),
+            leeway: 0,
+            private_key_file: None,
+            key_id: None,
+        })
+        .unwrap()
+    }
+
+    fn token(keys: &JwtKeys) -> (String, Claims) {
+        let extra = serde_json::Map::new();
+        keys.issue(
+            7,
+            "a@example.com",
+            "user",
+            "sid-1",
+            &Methods::password(),
+            &extra,
+        )
+        .unwrap()
+    }
+
+    fn memo_len(keys: &JwtKeys) -> usize {
+        keys.memo_lock().len()
+    }
+
+    #[test]
+    fn a_memoised_token_is_refused_once_it_expires() {
+        let keys = keys(Duration::from_secs(1));
+        let (token, issued) = token(&keys);
+        assert_eq!(keys.verify(&token).unwrap().jti, issued.jti);
+        assert_eq!(memo_len(&keys), 1);
+        assert_eq!(keys.verify(&token).unwrap().jti, issued.jti);
+        while jsonwebtoken::get_current_timestamp() as i64 <= issued.exp {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let err = keys.verify(&token).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            AuthError::InvalidToken("Token expired").to_string()
+        );
+        assert_eq!(memo_len(&keys), 0);
+    }
+
+    #[test]
+    fn only_the_exact_text_of_a_verified_token_is_memoised() {
+        let keys = keys(Duration::from_secs(900));
+        let (token, _) = token(&keys);
+        keys.verify(&token).unwrap();
+        // The same claims under a signature one character off.
+        let at = token.len() - 5;
+        let swap = if &token[at..=at] == "A" { "B" } else { "A" };
+        let tampered = format!("{}{swap}{}", &token[..at], &token[at + 1..]);
+        assert!(keys.verify(&tampered).is_err());
+        assert_eq!(memo_len(&keys), 1);
+    }
+
+    #[test]
+    fn the_memo_is_emptied_when_full() {
+        let keys = keys(Duration::from_secs(900));
+        for _ in 0..MEMO_ENTRIES {
+            keys.verify(&token(&keys).0).unwrap();
+        }
+        assert_eq!(memo_len(&keys), MEMO_ENTRIES);
+        keys.verify(&token(&keys).0).unwrap();
+        assert_eq!(memo_len(&keys), 1);
     }
 }
