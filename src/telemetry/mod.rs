@@ -5,18 +5,21 @@ use std::io::Write;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+
+mod lines;
+pub use lines::Guard as LogGuard;
+use lines::Lines;
 
 use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global tracing subscriber; a second call is a no-op (tests).
 ///
 /// Lines are formatted on the thread that logs them and written by a
-/// background thread, so a slow stdout never stalls a request; the returned
-/// guard flushes what is queued when dropped, so keep it until exit. The
-/// writer blocks rather than drop a line when its queue is full.
-pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
+/// background thread (`lines`), so a slow stdout never stalls a request;
+/// the returned guard writes what is waiting when dropped, so keep it until
+/// exit. Loggers wait rather than drop a line when the buffer is full.
+pub fn init_tracing(settings: &LogSettings) -> Option<LogGuard> {
     let filter = EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| {
         let level = settings.filter;
         // Our own crate at the configured level; dependencies one step quieter.
@@ -24,15 +27,8 @@ pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
             "warn,platform_server={level},migration={level},sea_orm_migration={level}"
         ))
     });
-    // Buffered: stdout alone makes a write per line; the worker flushes the
-    // buffer whenever its queue runs empty, so nothing waits long.
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    // 8,192 lines of queue: the default 128,000 slots are allocated and
-    // touched up front (about 5 MiB of idle RSS).
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(8192)
-        .lossy(false)
-        .finish(stdout);
+    // Without its thread there is nowhere to log to; the server runs on.
+    let (writer, guard) = lines::spawn(std::io::stdout()).ok()?;
     let registry = tracing_subscriber::registry().with(filter);
     let access = writer.clone();
     let installed = match settings.format {
@@ -59,7 +55,7 @@ pub fn init_tracing(settings: &LogSettings) -> Option<WorkerGuard> {
 }
 
 /// The writer of JSON access lines, when JSON logs are installed.
-static ACCESS: OnceLock<NonBlocking> = OnceLock::new();
+static ACCESS: OnceLock<Lines> = OnceLock::new();
 
 /// What an access line says.
 pub struct AccessLine<'a> {
@@ -81,8 +77,8 @@ pub fn write_access_line(line: &AccessLine) -> bool {
     };
     let mut buf = Vec::with_capacity(320);
     format_access(&mut buf, chrono::Utc::now(), line);
-    // The queue waits rather than drops; an error means the writer is gone.
-    let _ = writer.clone().write_all(&buf);
+    // The buffer waits rather than drops; an error means the writer is gone.
+    let _ = (&*writer).write_all(&buf);
     true
 }
 
