@@ -15,8 +15,10 @@ const FLUSH_EVERY: Duration = Duration::from_millis(10);
 /// With this much waiting, the writer is woken at once.
 const WAKE_AT: usize = 256 * 1024;
 /// With this much waiting, loggers wait for the writer: a stalled stdout
-/// slows requests down rather than losing lines or growing memory.
-const LIMIT: usize = 4 * 1024 * 1024;
+/// slows requests down rather than losing lines or growing memory. About
+/// half a second of access lines at this machine's ceiling, so a disk's
+/// brief stall does not reach the requests.
+const LIMIT: usize = 8 * 1024 * 1024;
 /// A buffer that grew past this in a burst is given back once written.
 const KEEP: usize = 1024 * 1024;
 
