@@ -31,7 +31,7 @@ nginx -t -q -c "$scratch/nginx.conf" -p "$scratch"
 echo "==> dashboard and alerts name exported metrics"
 python3 - <<'PY'
 import json, re, sys, yaml
-described = set(re.findall(r'describe_\w+!\(\s*"([a-z_]+)"', open("src/telemetry.rs").read()))
+described = set(re.findall(r'describe_\w+!\(\s*"([a-z_]+)"', open("src/telemetry/mod.rs").read()))
 def names(expr):
     expr = re.sub(r"\{[^}]*\}", "", expr)                          # label matchers
     expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)          # grouping labels
