@@ -228,7 +228,6 @@ impl JwtKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JwtAlgorithm;
 
     fn keys(expires_in: Duration) -> JwtKeys {
         JwtKeys::new(&JwtSettings {
