@@ -1,11 +1,13 @@
 //! Verifies a bearer token end to end, answering from the cache where it can.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::EntityTrait;
 
 use super::{Auth, AuthError, Methods, Principal, User, sha256_hex};
 use crate::entity::{sessions, users};
+use crate::memo::Memo;
 use crate::time::now;
 
 const USER_CACHE_TTL: Duration = Duration::from_secs(300);
@@ -24,6 +26,32 @@ pub(super) fn session_key(user_id: i32, sid: &str) -> String {
 /// Session ids of tokens that carry none (issued by the original service).
 fn legacy_session_id(token: &str) -> String {
     format!("legacy-{}", &sha256_hex(token.as_bytes())[..29])
+}
+
+/// Users parsed from their cached text, kept at most; emptied when full.
+const PARSED_USERS: usize = 8192;
+
+/// The last parse of each user's cached record, keyed by the exact text it
+/// came from: verify reads the same text on every request, and a changed
+/// record (another text) is parsed afresh, so the answer is always the
+/// parse of what the cache holds now.
+pub(super) struct ParsedUsers(Memo<i32, (Arc<str>, Arc<User>)>);
+
+impl Default for ParsedUsers {
+    fn default() -> Self {
+        ParsedUsers(Memo::new(PARSED_USERS))
+    }
+}
+
+impl ParsedUsers {
+    fn parse(&self, user_id: i32, text: &str) -> Option<Arc<User>> {
+        if let Some((_, user)) = self.0.get(&user_id, |(held, _)| **held == *text) {
+            return Some(user);
+        }
+        let user = Arc::new(serde_json::from_str::<User>(text).ok()?);
+        self.0.keep(user_id, (text.into(), Arc::clone(&user)));
+        Some(user)
+    }
 }
 
 /// A cache lookup's outcome; `Down` means go to the database and write nothing back.
@@ -45,7 +73,7 @@ impl Auth {
     }
 
     /// The user as verify sees it: cache first, database on a miss or a cache failure.
-    pub(super) async fn user(&self, user_id: i32) -> Result<Option<User>, AuthError> {
+    pub(super) async fn user(&self, user_id: i32) -> Result<Option<Arc<User>>, AuthError> {
         let cached = match self.cache.get(&user_key(user_id)).await {
             Ok(Some(v)) => Cached::Hit(v),
             Ok(None) => Cached::Miss,
@@ -57,9 +85,13 @@ impl Auth {
         self.resolve_user(user_id, cached).await
     }
 
-    async fn resolve_user(&self, user_id: i32, cached: Cached) -> Result<Option<User>, AuthError> {
+    async fn resolve_user(
+        &self,
+        user_id: i32,
+        cached: Cached,
+    ) -> Result<Option<Arc<User>>, AuthError> {
         if let Cached::Hit(v) = &cached
-            && let Ok(user) = serde_json::from_str::<User>(v)
+            && let Some(user) = self.parsed_users.parse(user_id, v)
         {
             return Ok(Some(user));
         }
@@ -75,7 +107,7 @@ impl Auth {
                 .set_nx(&user_key(user_id), &v, USER_CACHE_TTL)
                 .await;
         }
-        Ok(user)
+        Ok(user.map(Arc::new))
     }
 
     /// Is the session live? The cached marker, else the database.
@@ -152,7 +184,43 @@ impl Auth {
         Ok(Principal {
             user,
             session_id,
-            methods: Methods::from_claim(claims.amr),
+            methods: Methods::from_claim(claims.amr.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(email: &str) -> String {
+        format!(
+            r#"{{"id":7,"email":"{email}","first_name":null,"last_name":null,"is_active":true,"role":"user","created_at":"2024-01-02T03:04:05","updated_at":"2024-01-02T03:04:05"}}"#
+        )
+    }
+
+    #[test]
+    fn a_parse_is_reused_only_for_the_same_text() {
+        let memo = ParsedUsers::default();
+        let first = memo.parse(7, &text("a@example.com")).unwrap();
+        assert_eq!((first.id, first.email.as_str()), (7, "a@example.com"));
+        // Older records (no email_verified) still read as verified.
+        assert!(first.email_verified);
+        let again = memo.parse(7, &text("a@example.com")).unwrap();
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the same text is not parsed twice"
+        );
+        // A changed record is parsed afresh, and that parse is kept instead.
+        let changed = memo.parse(7, &text("b@example.com")).unwrap();
+        assert_eq!(changed.email, "b@example.com");
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let back = memo.parse(7, &text("a@example.com")).unwrap();
+        assert_eq!(back.email, "a@example.com");
+        assert!(!Arc::ptr_eq(&first, &back));
+        // Unreadable text is no user, and leaves the kept parse alone.
+        assert!(memo.parse(7, "{not json").is_none());
+        let kept = memo.parse(7, &text("a@example.com")).unwrap();
+        assert!(Arc::ptr_eq(&back, &kept));
     }
 }

@@ -1,6 +1,7 @@
 //! The values auth works with, parsed from input before they reach a service.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -176,7 +177,8 @@ impl Methods {
 /// An authenticated caller: a valid, unrevoked token of an active user.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub user: User,
+    /// Shared with the parse memo: verify answers without copying it.
+    pub user: Arc<User>,
     /// The session id, or for tokens the original issued (no `sid`) a
     /// pseudo-session derived from the token, so they can be revoked too.
     pub session_id: String,

@@ -1,8 +1,7 @@
 //! Access tokens: the original's claims (`sub`, `email`, `iat`, `exp`,
 //! `type`) plus `jti`, `sid`, `role` and `iss`. The algorithm is pinned.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Methods};
 use crate::config::{JwtAlgorithm, JwtSettings};
+use crate::memo::Memo;
 
 const INVALID: AuthError = AuthError::InvalidToken("Invalid token");
 /// Verified tokens kept at most; the memo is emptied when full.
@@ -66,7 +66,7 @@ pub struct JwtKeys {
     /// Tokens that passed `verify`, by their exact text. A token's claims
     /// never change, so a hit skips the signature and the JSON and checks
     /// only expiry; revocation is checked by the caller on every request.
-    verified: Mutex<HashMap<Box<str>, Arc<Claims>>>,
+    verified: Memo<Box<str>, Arc<Claims>>,
 }
 
 impl JwtKeys {
@@ -117,7 +117,7 @@ impl JwtKeys {
             ttl: settings.expires_in,
             validation,
             jwks,
-            verified: Mutex::new(HashMap::new()),
+            verified: Memo::new(MEMO_ENTRIES),
         })
     }
 
@@ -175,16 +175,12 @@ impl JwtKeys {
 
     /// Every failure is a 401: expired, tampered, wrong key or algorithm,
     /// `alg: none`, malformed claims.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthError> {
         if let Some(claims) = self.memo(token) {
-            return Ok(Claims::clone(&claims));
+            return Ok(claims);
         }
-        let claims = self.decode(token)?;
-        let mut memo = self.memo_lock();
-        if memo.len() >= MEMO_ENTRIES {
-            memo.clear();
-        }
-        memo.insert(token.into(), Arc::new(claims.clone()));
+        let claims = Arc::new(self.decode(token)?);
+        self.verified.keep(token.into(), Arc::clone(&claims));
         Ok(claims)
     }
 
@@ -192,18 +188,13 @@ impl JwtKeys {
     /// them (its expiry rule and clock); an expired entry is dropped, so
     /// `decode` answers with its own error.
     fn memo(&self, token: &str) -> Option<Arc<Claims>> {
-        let mut memo = self.memo_lock();
-        let claims = memo.get(token)?;
         let now = jsonwebtoken::get_current_timestamp() as i64;
-        if claims.exp >= now - self.validation.leeway as i64 {
-            return Some(Arc::clone(claims));
+        let leeway = self.validation.leeway as i64;
+        let claims = self.verified.get(token, |c| c.exp >= now - leeway);
+        if claims.is_none() {
+            self.verified.forget(token);
         }
-        memo.remove(token);
-        None
-    }
-
-    fn memo_lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<Claims>>> {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner())
+        claims
     }
 
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {
@@ -256,7 +247,7 @@ mod tests {
     }
 
     fn memo_len(keys: &JwtKeys) -> usize {
-        keys.memo_lock().len()
+        keys.verified.len()
     }
 
     #[test]

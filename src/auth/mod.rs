@@ -63,6 +63,7 @@ pub struct Auth {
     /// Revocations the cache missed (Redis down): retried until they land,
     /// so a marker cached as live before the outage cannot outlive it.
     pending_revocations: Mutex<Vec<(String, Instant)>>,
+    parsed_users: authenticate::ParsedUsers,
 }
 
 impl Auth {
@@ -107,6 +108,7 @@ impl Auth {
             settings: settings.clone(),
             refresh_chain_key,
             pending_revocations: Mutex::new(Vec::new()),
+            parsed_users: Default::default(),
         }))
     }
 }

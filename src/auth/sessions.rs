@@ -1,6 +1,7 @@
 //! Sessions: start, refresh-token rotation (families, reuse detection),
 //! revocation on every replica, logout.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -176,7 +177,7 @@ impl Auth {
         .await?;
         metrics::counter!("auth_refresh_total", "result" => result).increment(1);
         let methods = Methods::from_stored(session.amr.as_deref());
-        self.issue(user, &session.id, &methods, child)
+        self.issue(Arc::unwrap_or_clone(user), &session.id, &methods, child)
     }
 
     /// How long a revocation marker must live: past every access token of the session.

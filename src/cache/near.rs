@@ -48,14 +48,19 @@ impl Near {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The held value of `key`, if the channel is up and the entry fresh.
-    pub(super) fn get(&self, key: &str) -> Option<String> {
+    /// The held values of all `keys`, under one lock; `None` unless every
+    /// one is held and fresh.
+    pub(super) fn get_all(&self, keys: &[&str]) -> Option<Vec<String>> {
         if !self.is_live() {
             return None;
         }
         let entries = self.lock();
-        let (value, at) = entries.get(key)?;
-        (at.elapsed() < TTL).then(|| value.clone())
+        keys.iter()
+            .map(|k| {
+                let (value, at) = entries.get(*k)?;
+                (at.elapsed() < TTL).then(|| value.clone())
+            })
+            .collect()
     }
 
     /// Taken before reading Redis, passed back to `store`.
@@ -109,25 +114,31 @@ mod tests {
         let e = near.epoch();
         near.store("user:{1}", "a", e);
         assert_eq!(
-            near.get("user:{1}"),
+            near.get_all(&["user:{1}"]),
             None,
             "nothing is kept before the channel is up"
         );
         near.up();
         near.store("user:{1}", "a", near.epoch());
-        assert_eq!(near.get("user:{1}").as_deref(), Some("a"));
+        assert_eq!(near.get_all(&["user:{1}"]), Some(vec!["a".to_string()]));
+        near.store("sess:{1}:s", "1", near.epoch());
+        assert_eq!(
+            near.get_all(&["sess:{1}:s", "user:{1}"]),
+            Some(vec!["1".to_string(), "a".to_string()])
+        );
+        assert_eq!(near.get_all(&["sess:{1}:t", "user:{1}"]), None);
         near.invalidate("user:{1}");
-        assert_eq!(near.get("user:{1}"), None);
+        assert_eq!(near.get_all(&["user:{1}"]), None);
         // A read that raced an invalidation is not kept.
         let e = near.epoch();
         near.invalidate("sess:{1}:x");
         near.store("user:{1}", "stale", e);
-        assert_eq!(near.get("user:{1}"), None);
+        assert_eq!(near.get_all(&["user:{1}"]), None);
         near.store("user:{1}", "b", near.epoch());
         near.down();
-        assert_eq!(near.get("user:{1}"), None);
+        assert_eq!(near.get_all(&["user:{1}"]), None);
         near.up();
-        assert_eq!(near.get("user:{1}"), None, "emptied while down");
+        assert_eq!(near.get_all(&["user:{1}"]), None, "emptied while down");
         assert!(Near::applies("sess:{7}:abc") && !Near::applies("login-fail:ip:x"));
     }
 }

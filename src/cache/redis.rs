@@ -278,12 +278,9 @@ impl Cache for RedisCache {
 
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
         let near = keys.iter().all(|k| Near::applies(k));
-        if near {
-            let held: Vec<Option<String>> = keys.iter().map(|k| self.near.get(k)).collect();
-            if held.iter().all(Option::is_some) {
-                metrics::counter!("cache_near_hits_total").increment(1);
-                return Ok(held);
-            }
+        if near && let Some(held) = self.near.get_all(keys) {
+            metrics::counter!("cache_near_hits_total").increment(1);
+            return Ok(held.into_iter().map(Some).collect());
         }
         let epoch = self.near.epoch();
         let names: Vec<String> = keys.iter().map(|k| self.key(k)).collect();

@@ -2,6 +2,7 @@
 //! permissions in types.
 
 pub mod accounts;
+pub mod answers;
 pub mod dto;
 pub mod extract;
 pub mod mfa;

@@ -1,13 +1,21 @@
 //! HTTP handlers of `/auth/*`: translate requests, call the service, answer.
 
-use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::http::header::{CACHE_CONTROL, ContentType, HeaderName};
 use actix_web::{HttpRequest, HttpResponse, web};
 
+use super::answers;
 use super::dto::*;
 use super::extract::{Admin, AuthenticatedUser};
 use crate::auth::{AdminChange, LoginOutcome, NewAccount, Registered, UserFilter};
 use crate::http::net::client_info;
 use crate::http::{ApiError, AppState, ErrorBody};
+
+// Verify's headers, named once rather than parsed on every answer.
+const X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+const X_USER_EMAIL: HeaderName = HeaderName::from_static("x-user-email");
+const X_USER_ROLE: HeaderName = HeaderName::from_static("x-user-role");
+const X_USER_ACR: HeaderName = HeaderName::from_static("x-user-acr");
+const X_USER_AMR: HeaderName = HeaderName::from_static("x-user-amr");
 
 /// Register a user; answers tokens like login. A verification link is
 /// mailed to the address; with `REQUIRE_EMAIL_VERIFICATION` the answer is
@@ -146,20 +154,18 @@ pub async fn logout(
     )
 )]
 pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
-    let u = &user.0.user;
+    let answer = answers::verify_answer(&user.0.user);
     let mut resp = HttpResponse::Ok();
     resp.insert_header((CACHE_CONTROL, "no-store"))
-        .insert_header(("X-User-Id", u.id.to_string()))
-        .insert_header(("X-User-Role", u.role.as_str()))
-        .insert_header(("X-User-Acr", user.0.methods.acr()))
-        .insert_header(("X-User-Amr", user.0.methods.stored()));
-    if let Ok(email) = HeaderValue::from_str(&u.email) {
-        resp.insert_header(("X-User-Email", email));
+        .insert_header((X_USER_ID, answer.id))
+        .insert_header((X_USER_ROLE, user.0.user.role.as_str()))
+        .insert_header((X_USER_ACR, user.0.methods.acr()))
+        .insert_header((X_USER_AMR, user.0.methods.stored()))
+        .content_type(ContentType::json());
+    if let Some(email) = answer.email {
+        resp.insert_header((X_USER_EMAIL, email));
     }
-    resp.json(VerifyResponse {
-        valid: true,
-        user: UserResponse::from(u),
-    })
+    resp.body(answer.body)
 }
 
 /// The caller's profile.
@@ -172,7 +178,7 @@ pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
     )
 )]
 pub async fn get_profile(user: AuthenticatedUser) -> HttpResponse {
-    HttpResponse::Ok().json(UserResponse::from(&user.0.user))
+    HttpResponse::Ok().json(UserResponse::from(&*user.0.user))
 }
 
 /// Update the caller's names. `email`, `is_active`, `role` and `id` in the
