@@ -29,12 +29,18 @@ struct State {
     closing: bool,
     /// The writer has ended; nothing appended now would be written.
     ended: bool,
+    /// The writer sleeps until a line comes: an idle server is not woken
+    /// every period for nothing.
+    idle: bool,
+    /// Times the writer has woken, for the tests.
+    rounds: u64,
 }
 
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
-    /// The writer waits here for `FLUSH_EVERY`, or until `WAKE_AT` or stop.
+    /// The writer waits here for a first line, then for `FLUSH_EVERY`, or
+    /// until `WAKE_AT` or stop.
     wake: Condvar,
     /// Loggers wait here while the buffer is at `LIMIT`.
     drained: Condvar,
@@ -77,6 +83,15 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
     loop {
         {
             let mut st = shared.lock();
+            if st.buf.is_empty() && !st.closing {
+                st.idle = true;
+                st = shared
+                    .wake
+                    .wait_while(st, |s| s.buf.is_empty() && !s.closing)
+                    .unwrap_or_else(|p| p.into_inner());
+                st.idle = false;
+            }
+            // Woken by the first line: let the period's others gather.
             if st.buf.len() < WAKE_AT && !st.closing {
                 st = shared
                     .wake
@@ -84,6 +99,7 @@ fn drain<W: Write>(shared: &Shared, mut out: W) {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
+            st.rounds += 1;
             if st.closing && st.buf.is_empty() {
                 st.ended = true;
                 return;
@@ -114,8 +130,9 @@ impl Write for &Lines {
             return Err(io::Error::other("the log writer has stopped"));
         }
         let below = st.buf.len() < WAKE_AT;
+        let first = st.idle && st.buf.is_empty();
         st.buf.extend_from_slice(line);
-        let wake = below && st.buf.len() >= WAKE_AT;
+        let wake = first || (below && st.buf.len() >= WAKE_AT);
         drop(st);
         if wake {
             shared.wake.notify_one();
@@ -215,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn a_line_is_written_within_the_flush_period_without_more_traffic() {
+    fn a_line_is_written_within_the_flush_period_and_an_idle_writer_sleeps() {
         let sink = Sink::default();
         let (lines, _guard) = spawn(sink.clone()).unwrap();
         (&lines).write_all(b"one\n").unwrap();
@@ -225,6 +242,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(sink.0.lock().unwrap().0, b"one\n");
+        // Idle, the writer sleeps rather than waking every period.
+        let rounds = lines.0.lock().rounds;
+        std::thread::sleep(FLUSH_EVERY * 20);
+        assert!(
+            lines.0.lock().rounds <= rounds + 1,
+            "idle wake-ups: {}",
+            lines.0.lock().rounds - rounds
+        );
+        (&lines).write_all(b"two\n").unwrap();
+        let started = Instant::now();
+        while sink.0.lock().unwrap().0 != b"one\ntwo\n" {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "written after idling"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// An output that takes nothing until released: loggers must wait at
