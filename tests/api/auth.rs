@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use reqwest::header::HeaderValue;
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
@@ -246,6 +247,7 @@ async fn verify_works_as_forward_auth() {
     assert_eq!(h["x-user-email"], "ada@example.com");
     assert_eq!(h["x-user-role"], "user");
     assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["content-type"], "application/json");
     let (_, v) = json(resp).await;
     assert_eq!(v["valid"], true);
     assert_eq!(v["user"]["email"], "ada@example.com");
@@ -339,10 +341,20 @@ async fn forged_and_broken_tokens_are_401_never_500() {
             assert_eq!(expect_error(resp, 401).await, detail, "{name} {path}");
         }
     }
-    for header in ["", "Bearer", "Bearer ", "Basic dXNlcjpwYXNz", "bearer"] {
+    // The last two: bytes past ASCII, valid UTF-8 or not, make no bearer token.
+    let headers: [&[u8]; 7] = [
+        b"",
+        b"Bearer",
+        b"Bearer ",
+        b"Basic dXNlcjpwYXNz",
+        b"bearer",
+        b"Bearer \xc3\xa9x.y.z",
+        b"Bearer x.y.z\xff",
+    ];
+    for header in headers {
         let resp = app
             .get("/auth/verify")
-            .header("Authorization", header)
+            .header("Authorization", HeaderValue::from_bytes(header).unwrap())
             .send()
             .await
             .unwrap();
@@ -643,6 +655,9 @@ async fn profile_updates_only_names() {
     let body = app.register("ada@example.com", "password123").await;
     let token = body["access_token"].as_str().unwrap();
     let id = body["user"]["id"].as_i64().unwrap();
+    // Verify's answer before the change (kept in memory), then after it.
+    let (_, v) = json(app.verify(token).await).await;
+    assert_eq!(v["user"]["first_name"], "Ada");
     let (status, p) = json(
         app.put("/auth/profile")
             .bearer_auth(token)
