@@ -3,8 +3,11 @@
 //! can be derived again, behind a lock that outlives a panicking holder.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::Hash;
+
+// foldhash (seeded per process) rather than SipHash: the token memo hashes
+// a whole JWT on every verify, and SipHash was measurable there.
+use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 pub struct Memo<K, V> {
@@ -15,7 +18,7 @@ pub struct Memo<K, V> {
 impl<K: Eq + Hash, V: Clone> Memo<K, V> {
     pub fn new(capacity: usize) -> Self {
         Memo {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             capacity,
         }
     }

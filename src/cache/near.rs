@@ -7,7 +7,7 @@
 //! bypassed and emptied, so a replica that may have missed a message reads
 //! Redis as it did before; entries also live at most `TTL`.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ pub(super) struct Near {
 impl Near {
     pub(super) fn new() -> Self {
         Near {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
             epoch: AtomicU64::new(0),
             live: AtomicBool::new(false),
         }
