@@ -4,11 +4,11 @@
 
 use std::borrow::Borrow;
 use std::hash::Hash;
+use std::sync::{Mutex, MutexGuard};
 
 // foldhash (seeded per process) rather than SipHash: the token memo hashes
 // a whole JWT on every verify, and SipHash was measurable there.
 use foldhash::HashMap;
-use std::sync::{Mutex, MutexGuard};
 
 pub struct Memo<K, V> {
     entries: Mutex<HashMap<K, V>>,

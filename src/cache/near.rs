@@ -7,10 +7,11 @@
 //! bypassed and emptied, so a replica that may have missed a message reads
 //! Redis as it did before; entries also live at most `TTL`.
 
-use foldhash::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use foldhash::HashMap;
 
 /// Keys with these prefixes are held near.
 const PREFIXES: [&str; 2] = ["user:", "sess:"];
