@@ -85,7 +85,7 @@ def main():
     if out.returncode != 0:
         sys.exit(out.stdout + out.stderr)
     logs = out.stdout + out.stderr
-    progress = [l for l in logs.splitlines() if "partitioning" in l]
+    progress = [l for l in logs.splitlines() if "partitioning" in l or "key generations" in l]
     print("\n".join(re.sub(r"\x1b\[[0-9;]*m", "", l) for l in progress))
     locked = [int(m) for m in re.findall(r"locked_ms\D*(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", logs))]
 
@@ -99,7 +99,8 @@ def main():
     after = {t: digest(url, t) for t in before}
     kept = before == after
     parted = psql(url, "SELECT string_agg(relkind::text, ',') FROM pg_class WHERE relname IN "
-                       "('platform_analytics_events', 'platform_analytics_metrics')")
+                       "('platform_analytics_events', 'platform_analytics_metrics', "
+                       "'platform_analytics_event_keys')")
     keys = int(psql(url, "SELECT COUNT(*) FROM platform_analytics_event_keys"))
     print(f"migration: {took:.1f} s for {ROWS} events and {ROWS} metrics")
     print(f"swap transactions held their lock for {locked} ms")
@@ -107,7 +108,7 @@ def main():
           f"longest {max(latencies) / 1000:.1f} ms, "
           f"p99 {sorted(latencies)[int(len(latencies) * 0.99)] / 1000:.1f} ms")
     print(f"every row and id kept: {kept}; tables partitioned: {parted}; event_id keys: {keys}")
-    if not kept or parted != "p,p" or keys != ROWS // 3 or during < len(latencies):
+    if not kept or parted != "p,p,p" or keys != ROWS // 3 or during < len(latencies):
         sys.exit("FAILED: rows or ids changed")
 
 

@@ -209,9 +209,9 @@ def horizon(days):
     return f"((now() at time zone 'utc') - interval '{days} days')"
 
 
-def retention(db_url, backends, days, label):
+def retention(db_url, backends, days, label, keys_expected):
     """One retention run at `days`, timed; fails unless it left no row of
-    a whole day and no key past the horizon."""
+    a whole day and no key in a generation that ended before the horizon."""
     # Taken once, before the job computes its own, later horizon: a check
     # with a fresh now() would count keys stored in between (10 at 50M).
     cut = psql(db_url, f"SELECT {horizon(days)}")
@@ -221,7 +221,7 @@ def retention(db_url, backends, days, label):
                                     f"date_trunc('day', '{cut}'::timestamp)"))
                    for t in ("platform_analytics_events", "platform_analytics_metrics"))
         return rows, int(psql(db_url, "SELECT count(*) FROM platform_analytics_event_keys "
-                                      f"WHERE \"timestamp\" < '{cut}'"))
+                                      f"WHERE gen < date_trunc('week', '{cut}'::timestamp)"))
     stale_before, before = past(), partition_bytes(db_url)
     proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": str(days)})
     try:
@@ -234,9 +234,9 @@ def retention(db_url, backends, days, label):
     print(f"  retention at {days} days ({label}): {took * 1000:.0f} ms for the whole run "
           f"(job: {report['duration_ms']} ms), ~{report['rows']} rows removed (the partitions' estimate, keys, "
           f"buckets), {(before - partition_bytes(db_url)) / 2**30:.2f} GiB freed; past the horizon (rows of "
-          f"whole days, keys): {stale_before} before, {stale} after", flush=True)
-    if stale_before[1] == 0 or stale != (0, 0):
-        sys.exit("FAILED: no keys past the horizon to prune, or retention left rows or keys past it")
+          f"whole days, keys of ended generations): {stale_before} before, {stale} after", flush=True)
+    if (stale_before[1] > 0) != keys_expected or stale != (0, 0):
+        sys.exit("FAILED: keys to prune not as set up, or retention left rows or keys past the horizon")
 
 
 def from_replica(backends, replica, uid):
@@ -303,18 +303,22 @@ def main():
         stop(proc)
 
     # Retention, twice. The loader gives events no event_id; keys are given
-    # here, as if every event had carried one. Retention runs hourly by
-    # default and prunes keys to the hour, so when a day's partitions go the
-    # keys left past the horizon are the last hour's: the steady state.
-    # Then a day later, with a whole day of keys at once: the catch-up.
-    psql(db_url, "INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\") "
-                 "SELECT 'scale-' || id, id, \"timestamp\" FROM platform_analytics_events "
-                 f"WHERE \"timestamp\" >= {horizon(DAYS - 1)} - interval '1 hour' "
-                 f"AND \"timestamp\" < {horizon(DAYS - 2)}")
+    # here to the oldest day's events, as if each had carried one, in a
+    # generation (the week they arrived in) that ended before the horizon,
+    # so the first run drops a day's partitions and that generation whole.
+    # The second drops the next day's partitions with no keys to go.
+    cut = psql(db_url, f"SELECT date_trunc('day', {horizon(DAYS - 1)})")
+    gen = psql(db_url, f"SELECT date_trunc('week', '{cut}'::timestamp) - interval '1 week'")
+    psql(db_url, f"CREATE TABLE IF NOT EXISTS platform_analytics_event_keys_scale "
+                 f"PARTITION OF platform_analytics_event_keys "
+                 f"FOR VALUES FROM ('{gen}') TO ('{gen}'::timestamp + interval '1 week')")
+    psql(db_url, "INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\", gen) "
+                 f"SELECT 'scale-' || id, id, \"timestamp\", '{gen}' FROM platform_analytics_events "
+                 f"WHERE \"timestamp\" < '{cut}'")
     psql(db_url, "VACUUM ANALYZE platform_analytics_event_keys")
-    for days, label in ((DAYS - 1, "steady state, an hour of keys past the horizon"),
-                        (DAYS - 2, "catch-up, a day of keys past the horizon")):
-        retention(db_url, backends, days, label)
+    for days, label, keys in ((DAYS - 1, "a day's partitions and a generation of keys", True),
+                              (DAYS - 2, "the next day's partitions, no keys to go", False)):
+        retention(db_url, backends, days, label, keys)
 
     if replica:
         from_replica(backends, replica, uid)

@@ -21,6 +21,7 @@ mod m20250111_000001_partitions;
 mod m20250112_000001_type_user_hours;
 mod m20250113_000001_cost_counters;
 mod m20250114_000001_user_last_hours;
+mod m20250115_000001_key_generations;
 
 pub use m20250105_000001_analytics_rollups::backfill_sql;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250112_000001_type_user_hours::Migration),
             Box::new(m20250113_000001_cost_counters::Migration),
             Box::new(m20250114_000001_user_last_hours::Migration),
+            Box::new(m20250115_000001_key_generations::Migration),
         ]
     }
 }

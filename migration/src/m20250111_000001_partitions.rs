@@ -73,7 +73,7 @@ impl MigrationTrait for Migration {
     }
 }
 
-async fn is_partitioned<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool, DbErr> {
+pub(crate) async fn is_partitioned<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool, DbErr> {
     let row = db
         .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
@@ -87,14 +87,14 @@ async fn is_partitioned<C: ConnectionTrait>(db: &C, table: &str) -> Result<bool,
         .unwrap_or(false))
 }
 
-async fn text<C: ConnectionTrait>(db: &C, sql: &str) -> Result<String, DbErr> {
+pub(crate) async fn text<C: ConnectionTrait>(db: &C, sql: &str) -> Result<String, DbErr> {
     db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
         .await?
         .ok_or_else(|| DbErr::Custom(format!("no row from {sql}")))?
         .try_get::<String>("", "v")
 }
 
-async fn number<C: ConnectionTrait>(db: &C, sql: &str) -> Result<i64, DbErr> {
+pub(crate) async fn number<C: ConnectionTrait>(db: &C, sql: &str) -> Result<i64, DbErr> {
     db.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
         .await?
         .ok_or_else(|| DbErr::Custom(format!("no row from {sql}")))?
@@ -176,7 +176,7 @@ async fn partition(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbErr
 }
 
 /// Logs the build's progress every few seconds while it runs.
-async fn report_index_progress<C, F>(db: &C, table: &str, build: F) -> Result<(), DbErr>
+pub(crate) async fn report_index_progress<C, F>(db: &C, table: &str, build: F) -> Result<(), DbErr>
 where
     C: ConnectionTrait,
     F: std::future::Future<Output = Result<sea_orm_migration::sea_orm::ExecResult, DbErr>>,
@@ -352,7 +352,7 @@ async fn swap(
 }
 
 /// Names stay within Postgres' 63 bytes.
-fn legacy_name(name: &str) -> String {
+pub(crate) fn legacy_name(name: &str) -> String {
     let mut base = name.to_string();
     base.truncate(63 - "_legacy".len());
     format!("{base}_legacy")

@@ -7,6 +7,7 @@ pub mod counters;
 pub mod domain;
 mod error;
 pub mod export;
+pub mod key_generations;
 pub mod live;
 pub mod pricing;
 pub mod queries;

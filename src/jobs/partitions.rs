@@ -1,4 +1,5 @@
-//! Time partitions of the raw event and metric tables (Postgres only).
+//! Time partitions of the raw event and metric tables, and the weekly
+//! arrival generations of the `event_id` key table (Postgres only).
 //!
 //! The job creates the partitions from the current interval up to the
 //! furthest a client timestamp may reach plus a few intervals, and drains the
@@ -15,6 +16,7 @@ use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use super::{Job, JobError, RunReport, locked_write, record};
+use crate::analytics::key_generations;
 use crate::config::{PartitionInterval, PartitionSettings};
 use crate::time::now;
 
@@ -127,6 +129,18 @@ fn wanted(settings: &PartitionSettings, at: NaiveDateTime) -> Vec<NaiveDateTime>
     out
 }
 
+/// A partitioned table as the job keeps it: the column its ranges are on,
+/// their width, the name prefix of a partition, the starts to keep ready,
+/// and how far back rows in the default partition get a partition made.
+struct Layout {
+    table: &'static str,
+    column: &'static str,
+    interval: PartitionInterval,
+    prefix: &'static str,
+    starts: Vec<NaiveDateTime>,
+    since: NaiveDateTime,
+}
+
 pub(super) async fn run_once(
     db: &DatabaseConnection,
     settings: &PartitionSettings,
@@ -138,22 +152,48 @@ pub(super) async fn run_once(
     }
     let at = now();
     let horizon = at - chrono::Duration::days(i64::from(retention_days));
+    let mut layouts: Vec<Layout> = TABLES
+        .map(|table| Layout {
+            table,
+            column: "timestamp",
+            interval: settings.interval,
+            prefix: "p",
+            starts: wanted(settings, at),
+            since: horizon,
+        })
+        .into();
+    // Key generations are by arrival; one holding keys past the horizon
+    // still holds newer ones until its week ends.
+    layouts.push(Layout {
+        table: key_generations::TABLE,
+        column: "gen",
+        interval: key_generations::SPAN,
+        prefix: "g",
+        starts: key_generations::wanted(at),
+        since: key_generations::current(horizon),
+    });
     let mut created = 0;
-    for table in TABLES {
-        let mut starts = wanted(settings, at);
-        // Rows the default partition holds within the horizon get their own.
+    for layout in layouts {
+        let Layout {
+            table,
+            column,
+            interval,
+            ..
+        } = layout;
+        let mut starts = layout.starts;
+        // Rows the default partition holds since `since` get their own.
         let stray = db
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
-                    r#"SELECT DISTINCT date_trunc($1, "timestamp") AS s FROM {table}_default
-                       WHERE "timestamp" >= $2"#
+                    r#"SELECT DISTINCT date_trunc($1, "{column}") AS s FROM {table}_default
+                       WHERE "{column}" >= $2"#
                 ),
-                [settings.interval.unit().into(), horizon.into()],
+                [interval.unit().into(), layout.since.into()],
             ))
             .await?;
         for row in stray {
-            starts.push(floor(settings.interval, row.try_get("", "s")?));
+            starts.push(floor(interval, row.try_get("", "s")?));
         }
         starts.sort();
         starts.dedup();
@@ -167,9 +207,16 @@ pub(super) async fn run_once(
             let end = existing
                 .iter()
                 .filter_map(|p| p.from.filter(|f| *f > start))
-                .fold(next(settings.interval, start), Ord::min);
-            let name = format!("{table}_p{}", suffix(settings.interval, start));
-            match create(db, table, &name, start, end).await? {
+                .fold(next(interval, start), Ord::min);
+            let name = format!("{table}_{}{}", layout.prefix, suffix(interval, start));
+            let range = Range {
+                table,
+                column,
+                name: &name,
+                from: start,
+                to: end,
+            };
+            match create(db, &range).await? {
                 Created::Yes => {
                     created += 1;
                     existing.push(Partition {
@@ -206,21 +253,31 @@ enum Created {
     LockedElsewhere,
 }
 
-/// Fills a new table with the default partition's rows of its range and
-/// attaches it, in one transaction under the job's lock.
-async fn create(
-    db: &DatabaseConnection,
-    table: &str,
-    name: &str,
+/// A new partition: `name` takes `table`'s rows whose `column` is in
+/// `[from, to)`.
+struct Range<'a> {
+    table: &'a str,
+    column: &'a str,
+    name: &'a str,
     from: NaiveDateTime,
     to: NaiveDateTime,
-) -> Result<Created, DbErr> {
+}
+
+/// Fills a new table with the default partition's rows of its range and
+/// attaches it, in one transaction under the job's lock.
+async fn create(db: &DatabaseConnection, range: &Range<'_>) -> Result<Created, DbErr> {
     let Some(txn) = locked_write(db, Job::Partitions).await? else {
         return Ok(Created::LockedElsewhere);
     };
+    let Range {
+        table,
+        column,
+        name,
+        ..
+    } = *range;
     let (from, to) = (
-        from.format("%Y-%m-%d %H:%M:%S"),
-        to.format("%Y-%m-%d %H:%M:%S"),
+        range.from.format("%Y-%m-%d %H:%M:%S"),
+        range.to.format("%Y-%m-%d %H:%M:%S"),
     );
     // A long query on the default partition must not queue every insert
     // behind this attach: give up and try at the next run.
@@ -228,7 +285,7 @@ async fn create(
         r#"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms';
            CREATE TABLE {name} (LIKE {table});
            WITH moved AS (
-               DELETE FROM {table}_default WHERE "timestamp" >= '{from}' AND "timestamp" < '{to}'
+               DELETE FROM {table}_default WHERE "{column}" >= '{from}' AND "{column}" < '{to}'
                RETURNING *)
            INSERT INTO {name} SELECT * FROM moved;
            ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ('{from}') TO ('{to}');"#

@@ -4,9 +4,10 @@
 //!
 //! On Postgres a time partition goes whole once its range ends before the
 //! horizon (detach, drop: no row deletes, no vacuum churn), so rows stay up
-//! to one partition range past it. Only the first partition of a migrated
-//! database (its range starts at MINVALUE), the default partition and the
-//! `event_id` keys lose rows one batch at a time. SQLite deletes rows in
+//! to one partition range past it. The `event_id` keys go a week's
+//! generation at a time once it ends before the horizon. Only the first
+//! partition of a migrated database (its range starts at MINVALUE) and the
+//! default partitions lose rows one batch at a time. SQLite deletes rows in
 //! bounded batches (short transactions, so ingestion never waits long).
 
 use std::time::Instant;
@@ -14,9 +15,9 @@ use std::time::Instant;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
-use super::partitions::{self, TABLES};
+use super::partitions::{self, LOCK_TIMEOUT_MS, TABLES};
 use super::{Job, JobError, RunReport, locked_write, record};
-use crate::analytics::counters;
+use crate::analytics::{counters, key_generations};
 use crate::time::now;
 
 const BATCH: u64 = 10_000;
@@ -36,19 +37,29 @@ pub(super) async fn run_once(
     // (table, key column) whose rows go one batch at a time.
     let mut by_rows: Vec<(String, &str)> = vec![];
     if db.get_database_backend() == DbBackend::Postgres {
-        match partitions::drop_before(db, cutoff).await? {
+        let dropped = match drop_key_generations(db, cutoff).await? {
+            Some(keys) => partitions::drop_before(db, cutoff)
+                .await?
+                .map(|rows| rows + keys),
+            None => None,
+        };
+        match dropped {
             Some(rows) => deleted += rows,
             None => return Ok(RunReport::new(Job::Retention, false, 0, started, None)),
         }
-        for table in TABLES {
+        for table in TABLES.into_iter().chain([key_generations::TABLE]) {
+            let key = if table == key_generations::TABLE {
+                "event_id"
+            } else {
+                "id"
+            };
             for p in partitions::list(db, table).await? {
                 if p.from.is_none() {
-                    by_rows.push((p.name, "id"));
+                    by_rows.push((p.name, key));
                 }
             }
-            by_rows.push((format!("{table}_default"), "id"));
+            by_rows.push((format!("{table}_default"), key));
         }
-        by_rows.push(("platform_analytics_event_keys".into(), "event_id"));
     } else {
         by_rows.extend(TABLES.map(|t| (t.to_string(), "id")));
     }
@@ -113,4 +124,66 @@ async fn delete_batch<C: ConnectionTrait>(
         .and_where(Expr::col(Alias::new(key)).in_subquery(ids))
         .to_owned();
     Ok(conn.execute(&stmt).await?.rows_affected())
+}
+
+/// Drops every key generation that ended before `cutoff`, after copying
+/// into the current one the keys whose events are kept (a client's future
+/// timestamp). Keys outlive their rows by up to a week, which the write path
+/// allows for (a key whose row is gone is forgotten before a retry is
+/// stored). Answers the keys dropped (the planner's estimate); `None` when
+/// another replica holds the retention lock.
+async fn drop_key_generations(
+    db: &DatabaseConnection,
+    cutoff: chrono::NaiveDateTime,
+) -> Result<Option<i64>, DbErr> {
+    let table = key_generations::TABLE;
+    let mut dropped = 0;
+    for p in partitions::list(db, table).await? {
+        if p.to.is_none_or(|to| to > cutoff) {
+            continue;
+        }
+        let Some(txn) = locked_write(db, Job::Retention).await? else {
+            return Ok(None);
+        };
+        let stmt = Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT GREATEST(reltuples, 0)::int8 AS n FROM pg_class WHERE oid = to_regclass($1)",
+            [p.name.clone().into()],
+        );
+        let rows = txn
+            .query_one_raw(stmt)
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        let kept = txn
+            .execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!(
+                    r#"INSERT INTO {table} (event_id, event_pk, "timestamp", gen)
+                       SELECT event_id, event_pk, "timestamp", $2 FROM {name} WHERE "timestamp" >= $1
+                       ON CONFLICT DO NOTHING"#,
+                    name = p.name
+                ),
+                [cutoff.into(), key_generations::current(now()).into()],
+            ))
+            .await?
+            .rows_affected();
+        txn.execute_unprepared(&format!(
+            "SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms';
+             ALTER TABLE {table} DETACH PARTITION {name}; DROP TABLE {name};",
+            name = p.name
+        ))
+        .await?;
+        txn.commit().await?;
+        tracing::info!(
+            table,
+            partition = p.name,
+            rows,
+            kept,
+            "key generation dropped"
+        );
+        dropped += rows;
+    }
+    Ok(Some(dropped))
 }

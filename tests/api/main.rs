@@ -17,6 +17,7 @@ mod cli;
 mod export;
 mod foundation;
 mod hardening;
+mod key_generations;
 mod mfa;
 mod partitions;
 mod replicas;

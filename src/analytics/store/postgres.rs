@@ -11,16 +11,16 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 use sea_orm::sqlx;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, RuntimeErr, Statement,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, RuntimeErr, Statement,
 };
 
 use super::{EventPlan, stored_event, stored_metric};
 use crate::analytics::counters::{
     cost_buckets, event_buckets, metric_buckets, type_user_hours, user_hours,
 };
-use crate::analytics::{Event, Metric, NewEvent, NewMetric};
+use crate::analytics::{Event, Metric, NewEvent, NewMetric, key_generations};
 use crate::entity::events;
-use crate::time::Grain;
+use crate::time::{Grain, now};
 
 const WRITE: &str = r#"
 WITH e AS (
@@ -31,8 +31,11 @@ WITH e AS (
                 $7::text[], $8::text[], $9::int4[]) AS r(u, t, d, ts, s, ip, ua, eid, k)
     RETURNING id, event_id, "timestamp"
 ), event_keys AS (
-    INSERT INTO platform_analytics_event_keys (event_id, event_pk, "timestamp")
-    SELECT event_id, id, "timestamp" FROM e WHERE event_id IS NOT NULL
+    -- Into each generation of $50: this week's, and the previous one's in
+    -- a week's first hour (see key_generations).
+    INSERT INTO platform_analytics_event_keys (event_id, event_pk, "timestamp", gen)
+    SELECT e.event_id, e.id, e."timestamp", g FROM e, unnest($50::timestamp[]) AS g
+    WHERE e.event_id IS NOT NULL
 ), event_minutes AS (
     INSERT INTO platform_analytics_event_minutes (bucket, event_type, events)
     SELECT * FROM unnest($10::timestamp[], $11::text[], $12::int8[])
@@ -115,6 +118,7 @@ pub(super) async fn write(
     query = bind_metrics(query, metrics);
     query = bind_type_users(query, &fresh);
     query = bind_costs(query, metrics);
+    query = query.bind(key_generations::targets(now()));
     let returned = query
         .fetch_all(db.get_postgres_connection_pool())
         .await
@@ -144,22 +148,44 @@ pub(super) async fn write(
 }
 
 /// The stored rows of these `event_id`s. The key table holds each id once
-/// across partitions and points at its row by `(id, timestamp)`, the key
-/// every partition is searched by.
+/// per generation and points at its row by `(id, timestamp)`, the key every
+/// partition is searched by. A key whose row retention has removed (keys
+/// outlive rows by up to a generation) is deleted, so the retry is stored
+/// again as it would be without the key, and its new key is not refused.
 pub(super) async fn stored_with_event_ids<C: ConnectionTrait>(
     conn: &C,
     ids: &[String],
 ) -> Result<Vec<Event>, DbErr> {
-    events::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            r#"SELECT e.* FROM platform_analytics_event_keys k
-               JOIN platform_analytics_events e ON e.id = k.event_pk AND e."timestamp" = k."timestamp"
+            r#"SELECT k.event_id AS key_event_id, e.* FROM platform_analytics_event_keys k
+               LEFT JOIN platform_analytics_events e
+                 ON e.id = k.event_pk AND e."timestamp" = k."timestamp"
                WHERE k.event_id = ANY($1)"#,
             [ids.to_vec().into()],
         ))
-        .all(conn)
-        .await
+        .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    let mut dangling: Vec<String> = vec![];
+    for row in rows {
+        if row.try_get::<Option<i64>>("", "id")?.is_some() {
+            found.push(events::Model::from_query_result(&row, "")?);
+        } else {
+            dangling.push(row.try_get("", "key_event_id")?);
+        }
+    }
+    if !dangling.is_empty() {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            r#"DELETE FROM platform_analytics_event_keys k WHERE k.event_id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM platform_analytics_events e
+                               WHERE e.id = k.event_pk AND e."timestamp" = k."timestamp")"#,
+            [dangling.into()],
+        ))
+        .await?;
+    }
+    Ok(found)
 }
 
 type Query<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (bool, i64), sqlx::postgres::PgArguments>;
