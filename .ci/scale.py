@@ -221,7 +221,7 @@ def retention(db_url, backends, days, label, keys_expected):
                                     f"date_trunc('day', '{cut}'::timestamp)"))
                    for t in ("platform_analytics_events", "platform_analytics_metrics"))
         return rows, int(psql(db_url, "SELECT count(*) FROM platform_analytics_event_keys "
-                                      f"WHERE gen < date_trunc('week', '{cut}'::timestamp)"))
+                                      f"WHERE gen < date_trunc('month', '{cut}'::timestamp)"))
     stale_before, before = past(), partition_bytes(db_url)
     proc = B.start_server({**backends, "ANALYTICS_RETENTION_DAYS": str(days)})
     try:
@@ -304,14 +304,14 @@ def main():
 
     # Retention, twice. The loader gives events no event_id; keys are given
     # here to the oldest day's events, as if each had carried one, in a
-    # generation (the week they arrived in) that ended before the horizon,
+    # generation (the month they arrived in) that ended before the horizon,
     # so the first run drops a day's partitions and that generation whole.
     # The second drops the next day's partitions with no keys to go.
     cut = psql(db_url, f"SELECT date_trunc('day', {horizon(DAYS - 1)})")
-    gen = psql(db_url, f"SELECT date_trunc('week', '{cut}'::timestamp) - interval '1 week'")
+    gen = psql(db_url, f"SELECT date_trunc('month', '{cut}'::timestamp) - interval '1 month'")
     psql(db_url, f"CREATE TABLE IF NOT EXISTS platform_analytics_event_keys_scale "
                  f"PARTITION OF platform_analytics_event_keys "
-                 f"FOR VALUES FROM ('{gen}') TO ('{gen}'::timestamp + interval '1 week')")
+                 f"FOR VALUES FROM ('{gen}') TO ('{gen}'::timestamp + interval '1 month')")
     psql(db_url, "INSERT INTO platform_analytics_event_keys (event_id, event_pk, \"timestamp\", gen) "
                  f"SELECT 'scale-' || id, id, \"timestamp\", '{gen}' FROM platform_analytics_events "
                  f"WHERE \"timestamp\" < '{cut}'")

@@ -3,18 +3,18 @@
 //! row: a day of 1.7 million keys took 2.2–3.1 s to delete at 50 million
 //! events.
 //!
-//! `gen` is the week the key was written in; the primary key becomes
+//! `gen` is the month the key was written in; the primary key becomes
 //! `(event_id, gen)`. A retry in another generation finds its original
 //! through the lookup before the write, which reads every generation; the
 //! writer also writes a key into the previous generation during the first
-//! hour of a week, so two copies racing across the boundary still collide.
+//! hour of a month, so two copies racing across the boundary still collide.
 //!
 //! The existing table becomes the first generation, `FROM (MINVALUE) TO
-//! (next week)`, the way the event tables became partitioned: `gen` is added
+//! (next month)`, the way the event tables became partitioned: `gen` is added
 //! with a constant default (no rewrite), the bound is a `CHECK` validated
 //! while writes go on, the `(event_id, gen)` key is built `CONCURRENTLY`, and
 //! one short transaction renames, creates the parent and attaches. The
-//! partition job creates the weekly generations from there on.
+//! partition job creates the monthly generations from there on.
 
 use std::time::Instant;
 
@@ -32,8 +32,8 @@ const KEYS: &str = "platform_analytics_event_keys";
 const PAIR: &str = "platform_analytics_event_keys_event_id_gen";
 const CHECK: &str = "platform_analytics_event_keys_generation_bound";
 /// The generation of a key written without one (a server of the previous
-/// version during a rolling upgrade): the week it arrives in.
-const GEN_DEFAULT: &str = "date_trunc('week', timezone('UTC', now()))";
+/// version during a rolling upgrade): the month it arrives in.
+const GEN_DEFAULT: &str = "date_trunc('month', timezone('UTC', now()))";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -59,10 +59,10 @@ impl MigrationTrait for Migration {
              RESET lock_timeout;"
         ))
         .await?;
-        // Keys written while this runs carry this week at the latest.
+        // Keys written while this runs carry this month at the latest.
         let bound = text(
             db,
-            "SELECT to_char(date_trunc('week', timezone('UTC', now())) + interval '1 week', \
+            "SELECT to_char(date_trunc('month', timezone('UTC', now())) + interval '1 month', \
              'YYYY-MM-DD HH24:MI:SS') AS v",
         )
         .await?;
@@ -165,7 +165,7 @@ async fn swap(manager: &SchemaManager<'_>, bound: &str) -> Result<(), DbErr> {
     if empty {
         sql.push_str(&format!("DROP TABLE {old};"));
     } else {
-        // Its `event_id` key went above: in the first hour of a week both
+        // Its `event_id` key went above: in the first hour of a month both
         // copies of a key may fall in its range.
         sql.push_str(&format!(
             r#"ALTER TABLE {old} ADD CONSTRAINT {PAIR} UNIQUE USING INDEX {PAIR};

@@ -1,45 +1,50 @@
 //! Arrival generations of the `event_id` key table (Postgres): a key is
-//! written into the week it arrives in, so retention drops a whole week of
-//! keys instead of deleting them one by one. The primary key is
+//! written into the month it arrives in, so retention drops a whole month
+//! of keys instead of deleting them one by one. The primary key is
 //! `(event_id, gen)`; the lookup before every write reads all generations,
-//! and a retry racing its original across a week boundary is caught by the
-//! copy written into the previous week during a week's first hour.
+//! and a retry racing its original across a boundary is caught by the copy
+//! written into the previous generation during a generation's first hour.
+//!
+//! A month, not a week: the lookup probes every generation's index, and
+//! with 13 weekly generations (90 days) single events that carry an
+//! `event_id` ran at 83–87% of the rate with one; with 4 they ran at
+//! 107% (noise). Keys outlive their rows by up to a month.
 
-use chrono::{Datelike, Duration, NaiveDateTime, NaiveTime};
+use chrono::{Duration, NaiveDateTime};
 
 use crate::config::PartitionInterval;
 
 pub const TABLE: &str = "platform_analytics_event_keys";
 
 /// The width of a generation, as the partition job names it.
-pub const SPAN: PartitionInterval = PartitionInterval::Week;
+pub const SPAN: PartitionInterval = PartitionInterval::Month;
 
 /// How long after a boundary keys are also written into the previous
 /// generation: far longer than a group stays uncommitted (milliseconds; an
 /// hour would be a stuck database) and than two servers' clocks differ.
 const OVERLAP: Duration = Duration::hours(1);
 
-/// The generation a key written at `at` belongs to: its week's Monday
-/// (Postgres' `date_trunc('week', …)`).
+/// The generation a key written at `at` belongs to.
 pub fn current(at: NaiveDateTime) -> NaiveDateTime {
-    let day = at.date();
-    (day - Duration::days(i64::from(day.weekday().num_days_from_monday()))).and_time(NaiveTime::MIN)
+    SPAN.floor(at)
 }
 
-/// The generations a key written at `at` goes into.
+/// The generations a key written at `at` goes into: its own, and the one
+/// before while the overlap after a boundary lasts.
 pub fn targets(at: NaiveDateTime) -> Vec<NaiveDateTime> {
     let this = current(at);
-    if at < this + OVERLAP {
-        vec![this, this - Duration::weeks(1)]
-    } else {
+    let before = current(at - OVERLAP);
+    if before == this {
         vec![this]
+    } else {
+        vec![this, before]
     }
 }
 
 /// The generations the partition job keeps ready: this one and the next.
 pub fn wanted(at: NaiveDateTime) -> Vec<NaiveDateTime> {
     let this = current(at);
-    vec![this, this + Duration::weeks(1)]
+    vec![this, SPAN.next(this)]
 }
 
 #[cfg(test)]
@@ -51,27 +56,30 @@ mod tests {
     }
 
     #[test]
-    fn a_key_goes_into_its_week_and_the_previous_one_in_the_first_hour() {
-        // 2026-11-30 is a Monday.
+    fn a_key_goes_into_its_month_and_the_previous_one_in_the_first_hour() {
         assert_eq!(
             targets(t("2026-12-02 17:45:10")),
-            [t("2026-11-30 00:00:00")]
+            [t("2026-12-01 00:00:00")]
         );
         assert_eq!(
-            targets(t("2026-11-30 00:59:59")),
-            [t("2026-11-30 00:00:00"), t("2026-11-23 00:00:00")]
+            targets(t("2026-12-01 00:59:59")),
+            [t("2026-12-01 00:00:00"), t("2026-11-01 00:00:00")]
         );
         assert_eq!(
-            targets(t("2026-11-30 01:00:00")),
-            [t("2026-11-30 00:00:00")]
+            targets(t("2026-12-01 01:00:00")),
+            [t("2026-12-01 00:00:00")]
         );
         assert_eq!(
-            targets(t("2026-11-29 23:59:59")),
-            [t("2026-11-23 00:00:00")]
+            targets(t("2027-01-01 00:30:00")),
+            [t("2027-01-01 00:00:00"), t("2026-12-01 00:00:00")]
         );
         assert_eq!(
-            wanted(t("2026-12-06 23:00:00")),
-            [t("2026-11-30 00:00:00"), t("2026-12-07 00:00:00")]
+            targets(t("2026-11-30 23:59:59")),
+            [t("2026-11-01 00:00:00")]
+        );
+        assert_eq!(
+            wanted(t("2026-12-31 23:00:00")),
+            [t("2026-12-01 00:00:00"), t("2027-01-01 00:00:00")]
         );
     }
 }

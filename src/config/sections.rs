@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use ipnet::IpNet;
 use secrecy::SecretString;
 
@@ -304,6 +305,33 @@ impl PartitionInterval {
             "week" | "weekly" => Some(Self::Week),
             "month" | "monthly" => Some(Self::Month),
             _ => None,
+        }
+    }
+
+    /// The start of the interval holding `t` (as Postgres' `date_trunc`).
+    pub fn floor(self, t: NaiveDateTime) -> NaiveDateTime {
+        let day = t.date();
+        let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN);
+        match self {
+            Self::Hour => midnight(day) + chrono::Duration::hours(i64::from(t.hour())),
+            Self::Day => midnight(day),
+            Self::Week => {
+                midnight(day)
+                    - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()))
+            }
+            Self::Month => midnight(day.with_day(1).unwrap_or(day)),
+        }
+    }
+
+    /// The start of the next interval after the one starting at `start`.
+    pub fn next(self, start: NaiveDateTime) -> NaiveDateTime {
+        match self {
+            Self::Hour => start + chrono::Duration::hours(1),
+            Self::Day => start + chrono::Duration::days(1),
+            Self::Week => start + chrono::Duration::weeks(1),
+            Self::Month => start
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(start + chrono::Duration::days(31)),
         }
     }
 

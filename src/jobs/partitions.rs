@@ -1,4 +1,4 @@
-//! Time partitions of the raw event and metric tables, and the weekly
+//! Time partitions of the raw event and metric tables, and the monthly
 //! arrival generations of the `event_id` key table (Postgres only).
 //!
 //! The job creates the partitions from the current interval up to the
@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use chrono::{Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
+use chrono::NaiveDateTime;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use super::{Job, JobError, RunReport, locked_write, record};
@@ -34,32 +34,6 @@ pub struct Partition {
 impl Partition {
     fn contains(&self, t: NaiveDateTime) -> bool {
         self.from.is_none_or(|f| f <= t) && self.to.is_none_or(|e| t < e)
-    }
-}
-
-/// The start of the interval holding `t`.
-pub fn floor(interval: PartitionInterval, t: NaiveDateTime) -> NaiveDateTime {
-    let day = t.date();
-    let midnight = |d: NaiveDate| d.and_time(NaiveTime::MIN);
-    match interval {
-        PartitionInterval::Hour => midnight(day) + chrono::Duration::hours(i64::from(t.hour())),
-        PartitionInterval::Day => midnight(day),
-        PartitionInterval::Week => {
-            midnight(day) - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()))
-        }
-        PartitionInterval::Month => midnight(day.with_day(1).unwrap_or(day)),
-    }
-}
-
-/// The start of the next interval after the one starting at `start`.
-pub fn next(interval: PartitionInterval, start: NaiveDateTime) -> NaiveDateTime {
-    match interval {
-        PartitionInterval::Hour => start + chrono::Duration::hours(1),
-        PartitionInterval::Day => start + chrono::Duration::days(1),
-        PartitionInterval::Week => start + chrono::Duration::weeks(1),
-        PartitionInterval::Month => start
-            .checked_add_months(chrono::Months::new(1))
-            .unwrap_or(start + chrono::Duration::days(31)),
     }
 }
 
@@ -116,15 +90,15 @@ fn parse_bound(bound: &str) -> Option<(Option<NaiveDateTime>, Option<NaiveDateTi
 /// timestamp plus `ahead` intervals.
 fn wanted(settings: &PartitionSettings, at: NaiveDateTime) -> Vec<NaiveDateTime> {
     let skew = chrono::Duration::from_std(settings.clock_skew).unwrap_or_default();
-    let mut last = floor(settings.interval, at + skew);
+    let mut last = settings.interval.floor(at + skew);
     for _ in 0..settings.ahead {
-        last = next(settings.interval, last);
+        last = settings.interval.next(last);
     }
     let mut out = vec![];
-    let mut s = floor(settings.interval, at);
+    let mut s = settings.interval.floor(at);
     while s <= last {
         out.push(s);
-        s = next(settings.interval, s);
+        s = settings.interval.next(s);
     }
     out
 }
@@ -163,7 +137,7 @@ pub(super) async fn run_once(
         })
         .into();
     // Key generations are by arrival; one holding keys past the horizon
-    // still holds newer ones until its week ends.
+    // still holds newer ones until its month ends.
     layouts.push(Layout {
         table: key_generations::TABLE,
         column: "gen",
@@ -193,7 +167,7 @@ pub(super) async fn run_once(
             ))
             .await?;
         for row in stray {
-            starts.push(floor(interval, row.try_get("", "s")?));
+            starts.push(interval.floor(row.try_get("", "s")?));
         }
         starts.sort();
         starts.dedup();
@@ -207,7 +181,7 @@ pub(super) async fn run_once(
             let end = existing
                 .iter()
                 .filter_map(|p| p.from.filter(|f| *f > start))
-                .fold(next(interval, start), Ord::min);
+                .fold(interval.next(start), Ord::min);
             let name = format!("{table}_{}{}", layout.prefix, suffix(interval, start));
             let range = Range {
                 table,
@@ -366,19 +340,16 @@ mod tests {
     #[test]
     fn intervals_floor_and_step() {
         let at = t("2026-12-02 17:45:10");
-        assert_eq!(floor(PartitionInterval::Hour, at), t("2026-12-02 17:00:00"));
-        assert_eq!(floor(PartitionInterval::Day, at), t("2026-12-02 00:00:00"));
-        assert_eq!(floor(PartitionInterval::Week, at), t("2026-11-30 00:00:00"));
+        assert_eq!(PartitionInterval::Hour.floor(at), t("2026-12-02 17:00:00"));
+        assert_eq!(PartitionInterval::Day.floor(at), t("2026-12-02 00:00:00"));
+        assert_eq!(PartitionInterval::Week.floor(at), t("2026-11-30 00:00:00"));
+        assert_eq!(PartitionInterval::Month.floor(at), t("2026-12-01 00:00:00"));
         assert_eq!(
-            floor(PartitionInterval::Month, at),
-            t("2026-12-01 00:00:00")
-        );
-        assert_eq!(
-            next(PartitionInterval::Month, t("2026-12-01 00:00:00")),
+            PartitionInterval::Month.next(t("2026-12-01 00:00:00")),
             t("2027-01-01 00:00:00")
         );
         assert_eq!(
-            next(PartitionInterval::Week, t("2026-11-30 00:00:00")),
+            PartitionInterval::Week.next(t("2026-11-30 00:00:00")),
             t("2026-12-07 00:00:00")
         );
     }

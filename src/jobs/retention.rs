@@ -4,7 +4,7 @@
 //!
 //! On Postgres a time partition goes whole once its range ends before the
 //! horizon (detach, drop: no row deletes, no vacuum churn), so rows stay up
-//! to one partition range past it. The `event_id` keys go a week's
+//! to one partition range past it. The `event_id` keys go a month's
 //! generation at a time once it ends before the horizon. Only the first
 //! partition of a migrated database (its range starts at MINVALUE) and the
 //! default partitions lose rows one batch at a time. SQLite deletes rows in
@@ -128,7 +128,7 @@ async fn delete_batch<C: ConnectionTrait>(
 
 /// Drops every key generation that ended before `cutoff`, after copying
 /// into the current one the keys whose events are kept (a client's future
-/// timestamp). Keys outlive their rows by up to a week, which the write path
+/// timestamp). Keys outlive their rows by up to a month, which the write path
 /// allows for (a key whose row is gone is forgotten before a retry is
 /// stored). Answers the keys dropped (the planner's estimate); `None` when
 /// another replica holds the retention lock.

@@ -1,4 +1,4 @@
-//! The `event_id` key table's weekly arrival generations on Postgres: made
+//! The `event_id` key table's monthly arrival generations on Postgres: made
 //! ahead, read whole by a retry, and dropped whole by retention with the
 //! keys of kept events carried forward.
 
@@ -10,26 +10,25 @@ use crate::partitions::{iso, partition_names, run_job};
 
 const EVENTS: &str = "platform_analytics_events";
 const KEYS: &str = "platform_analytics_event_keys";
-const THIS_WEEK: &str = "date_trunc('week', timezone('UTC', now()))";
+const THIS_MONTH: &str = "date_trunc('month', timezone('UTC', now()))";
 
-/// The Monday `weeks` weeks from this one, as a partition name's suffix.
-async fn monday(app: &TestApp, weeks: i64) -> String {
-    let days = app
-        .scalar(&format!(
-            "SELECT (({THIS_WEEK} + interval '{weeks} weeks')::date - date '2000-01-01')::int8 AS n"
-        ))
-        .await;
-    let date = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap() + Duration::days(days);
-    date.format("%Y%m%d").to_string()
+/// The month `months` from this one as a partition name's suffix (`YYYYMM`).
+async fn month(app: &TestApp, months: i64) -> String {
+    app.scalar(&format!(
+        "SELECT to_char({THIS_MONTH} + interval '{months} months', 'YYYYMM')::int8 AS n"
+    ))
+    .await
+    .to_string()
 }
 
-/// A generation made by hand, `weeks` weeks from this one.
-async fn make_generation(app: &TestApp, weeks: i64) -> String {
-    let name = format!("{KEYS}_g{}", monday(app, weeks).await);
+/// A generation made by hand, `months` from this one.
+async fn make_generation(app: &TestApp, months: i64) -> String {
+    let name = format!("{KEYS}_g{}", month(app, months).await);
     app.execute(&format!(
         "CREATE TABLE {name} PARTITION OF {KEYS} FOR VALUES \
-         FROM ({THIS_WEEK} + interval '{weeks} weeks') TO ({THIS_WEEK} + interval '{} weeks')",
-        weeks + 1
+         FROM ({THIS_MONTH} + interval '{months} months') \
+         TO ({THIS_MONTH} + interval '{} months')",
+        months + 1
     ))
     .await;
     name
@@ -37,13 +36,13 @@ async fn make_generation(app: &TestApp, weeks: i64) -> String {
 
 #[tokio::test]
 #[ignore = "needs Postgres"]
-async fn this_and_next_weeks_generations_are_made_ahead() {
+async fn this_and_next_months_generations_are_made_ahead() {
     require_postgres();
     let app = spawn_app().await;
     let mut expected = vec![
         format!("{KEYS}_default"),
-        format!("{KEYS}_g{}", monday(&app, 0).await),
-        format!("{KEYS}_g{}", monday(&app, 1).await),
+        format!("{KEYS}_g{}", month(&app, 0).await),
+        format!("{KEYS}_g{}", month(&app, 1).await),
     ];
     expected.sort();
     assert_eq!(partition_names(&app.db, KEYS).await, expected);
@@ -57,7 +56,7 @@ async fn this_and_next_weeks_generations_are_made_ahead() {
     let home = app
         .scalar(&format!(
             "SELECT COUNT(*) AS n FROM {KEYS}_g{} WHERE event_id = 'w-1' AND event_pk = {}",
-            monday(&app, 0).await,
+            month(&app, 0).await,
             stored["id"]
         ))
         .await;
@@ -77,10 +76,10 @@ async fn a_retry_finds_its_key_in_an_older_generation() {
         )
         .await;
     assert_eq!(status, 200, "{first}");
-    // As if it had arrived three weeks ago.
+    // As if it had arrived three months ago.
     let old = make_generation(&app, -3).await;
     app.execute(&format!(
-        "UPDATE {KEYS} SET gen = gen - interval '3 weeks' WHERE event_id = 'g-1'"
+        "UPDATE {KEYS} SET gen = gen - interval '3 months' WHERE event_id = 'g-1'"
     ))
     .await;
     assert_eq!(app.count_where(&old, "event_id = 'g-1'").await, 1);
@@ -121,20 +120,20 @@ async fn retention_drops_old_generations_and_carries_kept_keys_forward() {
         )
         .await;
     assert_eq!(status, 200, "{future}");
-    // Three weeks ago: more keys than one batch of 10,000, and far-1's key,
+    // Three months ago: more keys than one batch of 10,000, and far-1's key,
     // whose event is kept (as when a client's clock ran ahead).
     let old = make_generation(&app, -3).await;
     app.execute(&format!(
-        "UPDATE {KEYS} SET gen = gen - interval '3 weeks' WHERE event_id = 'far-1'"
+        "UPDATE {KEYS} SET gen = gen - interval '3 months' WHERE event_id = 'far-1'"
     ))
     .await;
     app.execute(&format!(
         "INSERT INTO {KEYS} (event_id, event_pk, \"timestamp\", gen) \
-         SELECT 'old-' || i, i, now() - interval '20 days', {THIS_WEEK} - interval '3 weeks' \
+         SELECT 'old-' || i, i, now() - interval '20 days', {THIS_MONTH} - interval '3 months' \
          FROM generate_series(1, 25000) i \
-         UNION ALL SELECT 'new-' || i, i, now(), {THIS_WEEK} FROM generate_series(1, 300) i \
+         UNION ALL SELECT 'new-' || i, i, now(), {THIS_MONTH} FROM generate_series(1, 300) i \
          UNION ALL SELECT 'stray-' || i, i, now() - interval '60 days', \
-                          {THIS_WEEK} - interval '9 weeks' FROM generate_series(1, 5) i"
+                          {THIS_MONTH} - interval '9 months' FROM generate_series(1, 5) i"
     ))
     .await;
     app.execute(&format!("ANALYZE {KEYS}")).await;
@@ -157,7 +156,7 @@ async fn retention_drops_old_generations_and_carries_kept_keys_forward() {
     assert_eq!(app.count(&format!("{KEYS}_default")).await, 0);
     assert_eq!(app.count_where(KEYS, "event_id LIKE 'new-%'").await, 300);
     assert_eq!(
-        app.count_where(KEYS, &format!("event_id = 'far-1' AND gen = {THIS_WEEK}"))
+        app.count_where(KEYS, &format!("event_id = 'far-1' AND gen = {THIS_MONTH}"))
             .await,
         1
     );

@@ -276,12 +276,12 @@ async fn retention_drops_whole_partitions_and_their_buckets() {
         assert_eq!(app.count(table).await, 1, "{table}");
     }
     assert_eq!(old_hour_buckets(&app, &old_hours).await, [0, 0]);
-    // old-1's key arrived this week: its generation stays, its row went.
+    // old-1's key arrived this month: its generation stays, its row went.
     // A retry (its old time is now refused, so it carries none) is stored
     // again, as with no key, and the key replaced.
-    let this_week = "gen = date_trunc('week', timezone('UTC', now()))";
+    let this_month = "gen = date_trunc('month', timezone('UTC', now()))";
     assert_eq!(
-        app.count_where(KEYS, &format!("event_id = 'old-1' AND {this_week}"))
+        app.count_where(KEYS, &format!("event_id = 'old-1' AND {this_month}"))
             .await,
         1
     );
@@ -299,12 +299,12 @@ async fn retention_drops_whole_partitions_and_their_buckets() {
     assert_eq!(app.count_where(EVENTS, "event_id = 'old-1'").await, 1);
     let key_pk = app
         .scalar(&format!(
-            "SELECT event_pk AS n FROM {KEYS} WHERE event_id = 'old-1' AND {this_week}"
+            "SELECT event_pk AS n FROM {KEYS} WHERE event_id = 'old-1' AND {this_month}"
         ))
         .await;
     assert_eq!(key_pk, again["id"].as_i64().unwrap());
     assert_eq!(
-        app.count_where(KEYS, &format!("event_id = 'new-1' AND {this_week}"))
+        app.count_where(KEYS, &format!("event_id = 'new-1' AND {this_month}"))
             .await,
         1
     );

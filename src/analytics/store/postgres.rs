@@ -31,8 +31,8 @@ WITH e AS (
                 $7::text[], $8::text[], $9::int4[]) AS r(u, t, d, ts, s, ip, ua, eid, k)
     RETURNING id, event_id, "timestamp"
 ), event_keys AS (
-    -- Into each generation of $50: this week's, and the previous one's in
-    -- a week's first hour (see key_generations).
+    -- Into each generation of $50: this month's, and the previous one's in
+    -- a month's first hour (see key_generations).
     INSERT INTO platform_analytics_event_keys (event_id, event_pk, "timestamp", gen)
     SELECT e.event_id, e.id, e."timestamp", g FROM e, unnest($50::timestamp[]) AS g
     WHERE e.event_id IS NOT NULL
