@@ -288,15 +288,22 @@ fn report(table: &str, partitions: &[Partition], at: NaiveDateTime) {
         .set((reach - at).num_seconds() as f64);
 }
 
-/// Detaches and drops every partition wholly before `cutoff`; answers the
-/// rows they held (the planner's estimate: counting would read them all).
-/// `None` when another replica holds the retention lock.
-pub async fn drop_before(
+/// Detaches and drops every partition of `tables` wholly before `cutoff`,
+/// each in its own transaction after the statement `carry` gives for its
+/// table and name, if any (rows to keep, copied out first); answers the rows they held (the
+/// planner's estimate: counting would read them all). `None` when another
+/// replica holds the retention lock.
+pub async fn drop_before<F>(
     db: &DatabaseConnection,
+    tables: &[&str],
     cutoff: NaiveDateTime,
-) -> Result<Option<i64>, DbErr> {
+    carry: F,
+) -> Result<Option<i64>, DbErr>
+where
+    F: Fn(&str, &str) -> Option<Statement>,
+{
     let mut dropped = 0;
-    for table in TABLES {
+    for &table in tables {
         for p in list(db, table).await? {
             if p.to.is_none_or(|to| to > cutoff) {
                 continue;
@@ -314,6 +321,10 @@ pub async fn drop_before(
                 .map(|r| r.try_get::<i64>("", "n"))
                 .transpose()?
                 .unwrap_or(0);
+            let carried = match carry(table, &p.name) {
+                Some(stmt) => txn.execute_raw(stmt).await?.rows_affected(),
+                None => 0,
+            };
             txn.execute_unprepared(&format!(
                 "SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms';
                  ALTER TABLE {table} DETACH PARTITION {name}; DROP TABLE {name};",
@@ -321,7 +332,13 @@ pub async fn drop_before(
             ))
             .await?;
             txn.commit().await?;
-            tracing::info!(table, partition = p.name, rows, "partition dropped");
+            tracing::info!(
+                table,
+                partition = p.name,
+                rows,
+                carried,
+                "partition dropped"
+            );
             dropped += rows;
         }
     }

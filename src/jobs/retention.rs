@@ -15,7 +15,7 @@ use std::time::Instant;
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
-use super::partitions::{self, LOCK_TIMEOUT_MS, TABLES};
+use super::partitions::{self, TABLES};
 use super::{Job, JobError, RunReport, locked_write, record};
 use crate::analytics::{counters, key_generations};
 use crate::time::now;
@@ -37,17 +37,16 @@ pub(super) async fn run_once(
     // (table, key column) whose rows go one batch at a time.
     let mut by_rows: Vec<(String, &str)> = vec![];
     if db.get_database_backend() == DbBackend::Postgres {
-        let dropped = match drop_key_generations(db, cutoff).await? {
-            Some(keys) => partitions::drop_before(db, cutoff)
-                .await?
-                .map(|rows| rows + keys),
-            None => None,
-        };
+        let tables = [TABLES[0], TABLES[1], key_generations::TABLE];
+        let dropped = partitions::drop_before(db, &tables, cutoff, |table, name| {
+            (table == key_generations::TABLE).then(|| carry_kept_keys(name, cutoff))
+        })
+        .await?;
         match dropped {
             Some(rows) => deleted += rows,
             None => return Ok(RunReport::new(Job::Retention, false, 0, started, None)),
         }
-        for table in TABLES.into_iter().chain([key_generations::TABLE]) {
+        for table in tables {
             let key = if table == key_generations::TABLE {
                 "event_id"
             } else {
@@ -126,64 +125,19 @@ async fn delete_batch<C: ConnectionTrait>(
     Ok(conn.execute(&stmt).await?.rows_affected())
 }
 
-/// Drops every key generation that ended before `cutoff`, after copying
-/// into the current one the keys whose events are kept (a client's future
-/// timestamp). Keys outlive their rows by up to a month, which the write path
-/// allows for (a key whose row is gone is forgotten before a retry is
-/// stored). Answers the keys dropped (the planner's estimate); `None` when
-/// another replica holds the retention lock.
-async fn drop_key_generations(
-    db: &DatabaseConnection,
-    cutoff: chrono::NaiveDateTime,
-) -> Result<Option<i64>, DbErr> {
+/// Before a key generation that ended before `cutoff` is dropped: copies
+/// into the current one the keys whose events are kept (a client's clock
+/// ahead). Keys outlive their rows by up to a generation; a retry that finds
+/// one whose row is gone deletes it and is stored again.
+fn carry_kept_keys(generation: &str, cutoff: chrono::NaiveDateTime) -> Statement {
     let table = key_generations::TABLE;
-    let mut dropped = 0;
-    for p in partitions::list(db, table).await? {
-        if p.to.is_none_or(|to| to > cutoff) {
-            continue;
-        }
-        let Some(txn) = locked_write(db, Job::Retention).await? else {
-            return Ok(None);
-        };
-        let stmt = Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT GREATEST(reltuples, 0)::int8 AS n FROM pg_class WHERE oid = to_regclass($1)",
-            [p.name.clone().into()],
-        );
-        let rows = txn
-            .query_one_raw(stmt)
-            .await?
-            .map(|r| r.try_get::<i64>("", "n"))
-            .transpose()?
-            .unwrap_or(0);
-        let kept = txn
-            .execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                format!(
-                    r#"INSERT INTO {table} (event_id, event_pk, "timestamp", gen)
-                       SELECT event_id, event_pk, "timestamp", $2 FROM {name} WHERE "timestamp" >= $1
-                       ON CONFLICT DO NOTHING"#,
-                    name = p.name
-                ),
-                [cutoff.into(), key_generations::current(now()).into()],
-            ))
-            .await?
-            .rows_affected();
-        txn.execute_unprepared(&format!(
-            "SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms';
-             ALTER TABLE {table} DETACH PARTITION {name}; DROP TABLE {name};",
-            name = p.name
-        ))
-        .await?;
-        txn.commit().await?;
-        tracing::info!(
-            table,
-            partition = p.name,
-            rows,
-            kept,
-            "key generation dropped"
-        );
-        dropped += rows;
-    }
-    Ok(Some(dropped))
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            r#"INSERT INTO {table} (event_id, event_pk, "timestamp", gen)
+               SELECT event_id, event_pk, "timestamp", $2 FROM {generation} WHERE "timestamp" >= $1
+               ON CONFLICT DO NOTHING"#
+        ),
+        [cutoff.into(), key_generations::current(now()).into()],
+    )
 }
