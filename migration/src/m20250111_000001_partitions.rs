@@ -328,18 +328,7 @@ async fn swap(
         sql.push_str(def);
         sql.push(';');
     }
-    if empty {
-        sql.push_str(&format!("DROP TABLE {old};"));
-    } else {
-        sql.push_str(&format!(
-            r#"ALTER TABLE {old} ADD CONSTRAINT {key} UNIQUE USING INDEX {key};
-               ALTER TABLE {table} ATTACH PARTITION {old} FOR VALUES FROM (MINVALUE) TO ('{bound}');
-               ALTER TABLE {old} DROP CONSTRAINT {check};"#
-        ));
-    }
-    sql.push_str(&format!(
-        "CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;"
-    ));
+    sql.push_str(&attach_first(table, &old, key, bound, check, empty));
     db.execute_unprepared(&sql).await?;
     txn.commit().await?;
     tracing::info!(
@@ -349,6 +338,30 @@ async fn swap(
         "partitioning: swapped"
     );
     Ok(())
+}
+
+/// The end of a swap: the old table `old` attached as the first partition
+/// of `table`, `FROM (MINVALUE) TO (bound)`, its unique index `key` matching
+/// the parent's primary key and its `check` no longer needed (or dropped,
+/// when `empty`); then the default partition.
+pub(crate) fn attach_first(
+    table: &str,
+    old: &str,
+    key: &str,
+    bound: &str,
+    check: &str,
+    empty: bool,
+) -> String {
+    let attach = if empty {
+        format!("DROP TABLE {old};")
+    } else {
+        format!(
+            r#"ALTER TABLE {old} ADD CONSTRAINT {key} UNIQUE USING INDEX {key};
+               ALTER TABLE {table} ATTACH PARTITION {old} FOR VALUES FROM (MINVALUE) TO ('{bound}');
+               ALTER TABLE {old} DROP CONSTRAINT {check};"#
+        )
+    };
+    format!("{attach}CREATE TABLE {table}_default PARTITION OF {table} DEFAULT;")
 }
 
 /// Names stay within Postgres' 63 bytes.

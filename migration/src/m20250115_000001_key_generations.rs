@@ -22,7 +22,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::m20250111_000001_partitions::{
-    is_partitioned, legacy_name, number, report_index_progress, text,
+    attach_first, is_partitioned, legacy_name, number, report_index_progress, text,
 };
 
 #[derive(DeriveMigrationName)]
@@ -162,20 +162,9 @@ async fn swap(manager: &SchemaManager<'_>, bound: &str) -> Result<(), DbErr> {
            CREATE INDEX {time_index} ON {KEYS} ("timestamp");"#,
         legacy = legacy_name(time_index),
     );
-    if empty {
-        sql.push_str(&format!("DROP TABLE {old};"));
-    } else {
-        // Its `event_id` key went above: in the first hour of a month both
-        // copies of a key may fall in its range.
-        sql.push_str(&format!(
-            r#"ALTER TABLE {old} ADD CONSTRAINT {PAIR} UNIQUE USING INDEX {PAIR};
-               ALTER TABLE {KEYS} ATTACH PARTITION {old} FOR VALUES FROM (MINVALUE) TO ('{bound}');
-               ALTER TABLE {old} DROP CONSTRAINT {CHECK};"#
-        ));
-    }
-    sql.push_str(&format!(
-        "CREATE TABLE {KEYS}_default PARTITION OF {KEYS} DEFAULT;"
-    ));
+    // Its `event_id` key went above: in the first hour of a month both
+    // copies of a key may fall in its range.
+    sql.push_str(&attach_first(KEYS, &old, PAIR, bound, CHECK, empty));
     db.execute_unprepared(&sql).await?;
     txn.commit().await?;
     tracing::info!(

@@ -6,7 +6,7 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 
 use crate::helpers::*;
-use crate::partitions::{iso, partition_names, run_job};
+use crate::partitions::{iso, partition_names, retries_answer, run_job};
 
 const EVENTS: &str = "platform_analytics_events";
 const KEYS: &str = "platform_analytics_event_keys";
@@ -83,23 +83,7 @@ async fn a_retry_finds_its_key_in_an_older_generation() {
     ))
     .await;
     assert_eq!(app.count_where(&old, "event_id = 'g-1'").await, 1);
-    let (status, again) = app
-        .post_json(
-            "/analytics/events",
-            json!({"event_type": "order", "event_id": "g-1"}),
-        )
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(again, first);
-    let (status, batch) = app
-        .post_json(
-            "/analytics/events/batch",
-            json!({"events": [{"event_type": "order", "event_id": "g-1"}, {"event_type": "order", "event_id": "g-2"}]}),
-        )
-        .await;
-    assert_eq!(status, 200, "{batch}");
-    assert_eq!(batch["ids"][0], first["id"]);
-    assert_eq!(app.count_where(EVENTS, "event_id = 'g-1'").await, 1);
+    retries_answer(&app, &first, "g-1", "g-2").await;
     assert_eq!(app.count_where(KEYS, "event_id = 'g-1'").await, 1);
 }
 

@@ -206,24 +206,33 @@ async fn a_retried_event_id_is_stored_once_across_partitions() {
         format!("{EVENTS}_p{}", day(yesterday.naive_utc()))
     );
     // The retry carries today's time: another partition, the same row.
+    retries_answer(&app, &first, "o-1", "o-2").await;
+    assert_eq!(app.count("platform_analytics_event_keys").await, 2);
+}
+
+/// A retry of `id`, alone and in a batch beside the new `other`, answers
+/// the stored `first` row, which stays the only one.
+pub(crate) async fn retries_answer(app: &TestApp, first: &Value, id: &str, other: &str) {
     let (status, again) = app
         .post_json(
             "/analytics/events",
-            json!({"event_type": "order", "event_id": "o-1"}),
+            json!({"event_type": "order", "event_id": id}),
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(again, first);
+    assert_eq!(&again, first);
     let (status, batch) = app
         .post_json(
             "/analytics/events/batch",
-            json!({"events": [{"event_type": "order", "event_id": "o-1"}, {"event_type": "order", "event_id": "o-2"}]}),
+            json!({"events": [{"event_type": "order", "event_id": id}, {"event_type": "order", "event_id": other}]}),
         )
         .await;
     assert_eq!(status, 200, "{batch}");
     assert_eq!(batch["ids"][0], first["id"]);
-    assert_eq!(app.count_where(EVENTS, "event_id = 'o-1'").await, 1);
-    assert_eq!(app.count("platform_analytics_event_keys").await, 2);
+    assert_eq!(
+        app.count_where(EVENTS, &format!("event_id = '{id}'")).await,
+        1
+    );
 }
 
 #[tokio::test]
