@@ -137,25 +137,9 @@ async fn partition(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbErr
         "partitioning: bound validated"
     );
 
-    // The partition key: (id, timestamp), built while writes go on. A build
-    // interrupted before leaves an invalid index behind; it is rebuilt.
+    // The partition key: (id, timestamp).
     let key = format!("{table}_id_timestamp");
-    let valid = number(
-        db,
-        &format!(
-            "SELECT COALESCE((SELECT indisvalid::int FROM pg_index \
-             WHERE indexrelid = to_regclass('{key}')), -1)::int8 AS v"
-        ),
-    )
-    .await?;
-    if valid == 0 {
-        db.execute_unprepared(&format!("DROP INDEX CONCURRENTLY {key}"))
-            .await?;
-    }
-    if valid != 1 {
-        let sql = format!(r#"CREATE UNIQUE INDEX CONCURRENTLY {key} ON {table} (id, "timestamp")"#);
-        report_index_progress(db, table, db.execute_unprepared(&sql)).await?;
-    }
+    build_unique(db, table, &key, r#"id, "timestamp""#).await?;
     tracing::info!(
         table,
         elapsed_s = started.elapsed().as_secs_f64(),
@@ -175,8 +159,35 @@ async fn partition(manager: &SchemaManager<'_>, table: &str) -> Result<(), DbErr
     Ok(())
 }
 
+/// Builds the unique index `name` on `table (columns)` while writes go on.
+/// A build interrupted before leaves an invalid index behind; it is rebuilt.
+pub(crate) async fn build_unique<C: ConnectionTrait>(
+    db: &C,
+    table: &str,
+    name: &str,
+    columns: &str,
+) -> Result<(), DbErr> {
+    let valid = number(
+        db,
+        &format!(
+            "SELECT COALESCE((SELECT indisvalid::int FROM pg_index \
+             WHERE indexrelid = to_regclass('{name}')), -1)::int8 AS v"
+        ),
+    )
+    .await?;
+    if valid == 0 {
+        db.execute_unprepared(&format!("DROP INDEX CONCURRENTLY {name}"))
+            .await?;
+    }
+    if valid != 1 {
+        let sql = format!("CREATE UNIQUE INDEX CONCURRENTLY {name} ON {table} ({columns})");
+        report_index_progress(db, table, db.execute_unprepared(&sql)).await?;
+    }
+    Ok(())
+}
+
 /// Logs the build's progress every few seconds while it runs.
-pub(crate) async fn report_index_progress<C, F>(db: &C, table: &str, build: F) -> Result<(), DbErr>
+async fn report_index_progress<C, F>(db: &C, table: &str, build: F) -> Result<(), DbErr>
 where
     C: ConnectionTrait,
     F: std::future::Future<Output = Result<sea_orm_migration::sea_orm::ExecResult, DbErr>>,

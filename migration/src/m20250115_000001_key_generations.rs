@@ -22,7 +22,7 @@ use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::m20250111_000001_partitions::{
-    attach_first, is_partitioned, legacy_name, number, report_index_progress, text,
+    attach_first, build_unique, is_partitioned, legacy_name, text,
 };
 
 #[derive(DeriveMigrationName)]
@@ -78,22 +78,7 @@ impl MigrationTrait for Migration {
             elapsed_s = started.elapsed().as_secs_f64(),
             "key generations: bound validated"
         );
-        let valid = number(
-            db,
-            &format!(
-                "SELECT COALESCE((SELECT indisvalid::int FROM pg_index \
-                 WHERE indexrelid = to_regclass('{PAIR}')), -1)::int8 AS v"
-            ),
-        )
-        .await?;
-        if valid == 0 {
-            db.execute_unprepared(&format!("DROP INDEX CONCURRENTLY {PAIR}"))
-                .await?;
-        }
-        if valid != 1 {
-            let sql = format!("CREATE UNIQUE INDEX CONCURRENTLY {PAIR} ON {KEYS} (event_id, gen)");
-            report_index_progress(db, KEYS, db.execute_unprepared(&sql)).await?;
-        }
+        build_unique(db, KEYS, PAIR, "event_id, gen").await?;
         tracing::info!(
             table = KEYS,
             elapsed_s = started.elapsed().as_secs_f64(),
