@@ -19,10 +19,10 @@
 use std::time::Instant;
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 
 use crate::m20250111_000001_partitions::{
-    attach_first, build_unique, is_partitioned, legacy_name, text,
+    attach_first, build_unique, is_partitioned, legacy_name, number, text,
 };
 
 #[derive(DeriveMigrationName)]
@@ -126,15 +126,12 @@ async fn swap(manager: &SchemaManager<'_>, bound: &str) -> Result<(), DbErr> {
         "SET LOCAL lock_timeout = '10s'; LOCK TABLE {KEYS} IN ACCESS EXCLUSIVE MODE"
     ))
     .await?;
-    let empty = db
-        .query_one_raw(Statement::from_string(
-            DbBackend::Postgres,
-            format!("SELECT NOT EXISTS (SELECT 1 FROM {KEYS}) AS v"),
-        ))
-        .await?
-        .map(|r| r.try_get::<bool>("", "v"))
-        .transpose()?
-        .unwrap_or(true);
+    let empty = number(
+        db,
+        &format!("SELECT (NOT EXISTS (SELECT 1 FROM {KEYS}))::int::int8 AS v"),
+    )
+    .await?
+        == 1;
     let old = format!("{KEYS}_legacy");
     let time_index = "ix_event_keys_timestamp";
     let mut sql = format!(

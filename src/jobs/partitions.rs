@@ -147,14 +147,15 @@ pub(super) async fn run_once(
         since: key_generations::current(horizon),
     });
     let mut created = 0;
-    for layout in layouts {
-        let Layout {
-            table,
-            column,
-            interval,
-            ..
-        } = layout;
-        let mut starts = layout.starts;
+    for Layout {
+        table,
+        column,
+        interval,
+        prefix,
+        mut starts,
+        since,
+    } in layouts
+    {
         // Rows the default partition holds since `since` get their own.
         let stray = db
             .query_all_raw(Statement::from_sql_and_values(
@@ -163,7 +164,7 @@ pub(super) async fn run_once(
                     r#"SELECT DISTINCT date_trunc($1, "{column}") AS s FROM {table}_default
                        WHERE "{column}" >= $2"#
                 ),
-                [interval.unit().into(), layout.since.into()],
+                [interval.unit().into(), since.into()],
             ))
             .await?;
         for row in stray {
@@ -182,15 +183,8 @@ pub(super) async fn run_once(
                 .iter()
                 .filter_map(|p| p.from.filter(|f| *f > start))
                 .fold(interval.next(start), Ord::min);
-            let name = format!("{table}_{}{}", layout.prefix, suffix(interval, start));
-            let range = Range {
-                table,
-                column,
-                name: &name,
-                from: start,
-                to: end,
-            };
-            match create(db, &range).await? {
+            let name = format!("{table}_{prefix}{}", suffix(interval, start));
+            match create(db, table, column, &name, start, end).await? {
                 Created::Yes => {
                     created += 1;
                     existing.push(Partition {
@@ -227,31 +221,23 @@ enum Created {
     LockedElsewhere,
 }
 
-/// A new partition: `name` takes `table`'s rows whose `column` is in
-/// `[from, to)`.
-struct Range<'a> {
-    table: &'a str,
-    column: &'a str,
-    name: &'a str,
+/// Fills the new partition `name` with the default partition's rows whose
+/// `column` is in `[from, to)` and attaches it, in one transaction under the
+/// job's lock.
+async fn create(
+    db: &DatabaseConnection,
+    table: &str,
+    column: &str,
+    name: &str,
     from: NaiveDateTime,
     to: NaiveDateTime,
-}
-
-/// Fills a new table with the default partition's rows of its range and
-/// attaches it, in one transaction under the job's lock.
-async fn create(db: &DatabaseConnection, range: &Range<'_>) -> Result<Created, DbErr> {
+) -> Result<Created, DbErr> {
     let Some(txn) = locked_write(db, Job::Partitions).await? else {
         return Ok(Created::LockedElsewhere);
     };
-    let Range {
-        table,
-        column,
-        name,
-        ..
-    } = *range;
     let (from, to) = (
-        range.from.format("%Y-%m-%d %H:%M:%S"),
-        range.to.format("%Y-%m-%d %H:%M:%S"),
+        from.format("%Y-%m-%d %H:%M:%S"),
+        to.format("%Y-%m-%d %H:%M:%S"),
     );
     // A long query on the default partition must not queue every insert
     // behind this attach: give up and try at the next run.
@@ -289,10 +275,10 @@ fn report(table: &str, partitions: &[Partition], at: NaiveDateTime) {
 }
 
 /// Detaches and drops every partition of `tables` wholly before `cutoff`,
-/// each in its own transaction after the statement `carry` gives for its
-/// table and name, if any (rows to keep, copied out first); answers the rows they held (the
-/// planner's estimate: counting would read them all). `None` when another
-/// replica holds the retention lock.
+/// each in its own transaction, after the statement `carry` gives for its
+/// table and name, if any (rows to keep, copied out first). Answers the rows
+/// they held (the planner's estimate: counting would read them all); `None`
+/// when another replica holds the retention lock.
 pub async fn drop_before<F>(
     db: &DatabaseConnection,
     tables: &[&str],

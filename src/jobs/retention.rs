@@ -37,7 +37,7 @@ pub(super) async fn run_once(
     // (table, key column) whose rows go one batch at a time.
     let mut by_rows: Vec<(String, &str)> = vec![];
     if db.get_database_backend() == DbBackend::Postgres {
-        let tables = [TABLES[0], TABLES[1], key_generations::TABLE];
+        let tables: Vec<&str> = TABLES.into_iter().chain([key_generations::TABLE]).collect();
         let dropped = partitions::drop_before(db, &tables, cutoff, |table, name| {
             (table == key_generations::TABLE).then(|| carry_kept_keys(name, cutoff))
         })
