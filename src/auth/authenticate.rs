@@ -1,7 +1,7 @@
 //! Verifies a bearer token end to end, answering from the cache where it can.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::EntityTrait;
 
@@ -51,6 +51,34 @@ impl ParsedUsers {
         let user = Arc::new(serde_json::from_str::<User>(text).ok()?);
         self.0.keep(user_id, (text.into(), Arc::clone(&user)));
         Some(user)
+    }
+}
+
+/// Principals remembered per token, kept at most; emptied when full.
+const RECENT_TOKENS: usize = 8192;
+/// The longest a remembered principal is used. The near cache holds its
+/// records for at most 4 s, so nothing read through here is older than the
+/// 5 s the near cache promised before.
+const RECENT_TTL: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Recent {
+    principal: Principal,
+    /// The cache's stamp taken before the records were read.
+    stamp: u64,
+    at: Instant,
+    exp: i64,
+}
+
+/// What verify answered for each recent token: reused, without reading the
+/// records again, only while the cache's stamp says no user or session
+/// record changed since (a logout or deactivation anywhere moves it), for at
+/// most `RECENT_TTL`, and while the token is unexpired.
+pub(super) struct RecentTokens(Memo<Box<str>, Recent>);
+
+impl Default for RecentTokens {
+    fn default() -> Self {
+        RecentTokens(Memo::new(RECENT_TOKENS))
     }
 }
 
@@ -143,15 +171,46 @@ impl Auth {
         Ok(active)
     }
 
+    /// What verify answered for `token` within the last `RECENT_TTL`, while
+    /// no user or session record changed since and the token is unexpired:
+    /// answered without awaiting anything.
+    pub fn remembered(&self, token: &str) -> Option<Principal> {
+        let stamp = self.cache.stamp()?;
+        let fresh = |r: &Recent| {
+            r.stamp == stamp && r.at.elapsed() < RECENT_TTL && self.jwt.unexpired(r.exp)
+        };
+        self.recent_tokens.0.get(token, fresh).map(|r| r.principal)
+    }
+
     /// Verifies a bearer token end to end: signature and claims, session not
     /// revoked, user active. Answers the user as stored now (role included).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        // Taken before anything is read: a change meanwhile moves it.
+        let stamp = self.cache.stamp();
+        if let Some(principal) = self.remembered(token) {
+            return Ok(principal);
+        }
+        let (principal, exp) = self.authenticate_fully(token).await?;
+        if let Some(stamp) = stamp {
+            let recent = Recent {
+                principal: principal.clone(),
+                stamp,
+                at: Instant::now(),
+                exp,
+            };
+            self.recent_tokens.0.keep(token.into(), recent);
+        }
+        Ok(principal)
+    }
+
+    /// `authenticate` reading the records, and the token's expiry.
+    async fn authenticate_fully(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let claims = self.jwt.verify(token)?;
         let user_id = claims.user_id()?;
         let (session_id, legacy) = match &claims.sid {
-            Some(sid) if !sid.is_empty() && sid.len() <= 36 => (sid.clone(), false),
+            Some(sid) if !sid.is_empty() && sid.len() <= 36 => (Arc::from(sid.as_str()), false),
             Some(_) => return Err(AuthError::InvalidToken("Invalid token")),
-            None => (legacy_session_id(token), true),
+            None => (Arc::from(legacy_session_id(token)), true),
         };
         // One round trip for both: the session marker and the user.
         let (sess, user) = match self
@@ -181,11 +240,12 @@ impl Auth {
             .await?
             .filter(|u| u.is_active)
             .ok_or(AuthError::InvalidToken("User not found or inactive"))?;
-        Ok(Principal {
+        let principal = Principal {
             user,
             session_id,
             methods: Methods::from_claim(claims.amr.clone()),
-        })
+        };
+        Ok((principal, claims.exp))
     }
 }
 

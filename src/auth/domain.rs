@@ -116,26 +116,27 @@ impl From<&users::Model> for User {
 /// How a session was established: RFC 8176 `amr` values (`pwd`, `otp`,
 /// `hwk`, and `mfa` when two factors were used).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Methods(Vec<String>);
+// Shared, not copied: verify hands out a remembered principal per request.
+pub struct Methods(Arc<[String]>);
 
 impl Methods {
     pub fn password() -> Self {
-        Methods(vec!["pwd".into()])
+        Methods(["pwd".to_string()].into())
     }
 
     /// A password, then a one-time code (TOTP or recovery code).
     pub fn password_and_otp() -> Self {
-        Methods(vec!["pwd".into(), "otp".into(), "mfa".into()])
+        Methods(["pwd", "otp", "mfa"].map(String::from).into())
     }
 
     /// A password, then a passkey.
     pub fn password_and_passkey() -> Self {
-        Methods(vec!["pwd".into(), "hwk".into(), "mfa".into()])
+        Methods(["pwd", "hwk", "mfa"].map(String::from).into())
     }
 
     /// A passkey alone: possession of the key and user verification on it.
     pub fn passkey() -> Self {
-        Methods(vec!["hwk".into(), "mfa".into()])
+        Methods(["hwk", "mfa"].map(String::from).into())
     }
 
     /// As a session row stores it (comma separated); `None` is a password.
@@ -149,11 +150,20 @@ impl Methods {
     pub fn from_claim(value: Option<Vec<String>>) -> Self {
         value
             .filter(|v| !v.is_empty())
-            .map_or_else(Methods::password, Methods)
+            .map_or_else(Methods::password, |v| Methods(v.into()))
     }
 
     pub fn stored(&self) -> String {
         self.0.join(",")
+    }
+
+    /// `stored()` for the sets the server issues, spelled once: verify's
+    /// `X-User-Amr` then costs no allocation. `None` for any other set.
+    pub fn issued(&self) -> Option<&'static str> {
+        const ISSUED: [&str; 4] = ["pwd", "pwd,otp,mfa", "pwd,hwk,mfa", "hwk,mfa"];
+        ISSUED
+            .into_iter()
+            .find(|set| set.split(',').eq(self.0.iter().map(String::as_str)))
     }
 
     pub fn as_slice(&self) -> &[String] {
@@ -181,7 +191,7 @@ pub struct Principal {
     pub user: Arc<User>,
     /// The session id, or for tokens the original issued (no `sid`) a
     /// pseudo-session derived from the token, so they can be revoked too.
-    pub session_id: String,
+    pub session_id: Arc<str>,
     /// How the session was established (the token's `amr`).
     pub methods: Methods,
 }
@@ -342,5 +352,26 @@ impl UserFilter {
                 .map(|e| e.trim().to_lowercase())
                 .filter(|e| !e.is_empty()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_method_sets_are_spelled_as_stored() {
+        for m in [
+            Methods::password(),
+            Methods::password_and_otp(),
+            Methods::password_and_passkey(),
+            Methods::passkey(),
+        ] {
+            assert_eq!(m.issued(), Some(m.stored().as_str()));
+            assert_eq!(Methods::from_stored(Some(&m.stored())), m);
+        }
+        let other = Methods::from_claim(Some(vec!["pwd".into(), "sms".into()]));
+        assert_eq!((other.issued(), other.stored().as_str()), (None, "pwd,sms"));
+        assert_eq!(Methods::from_claim(Some(vec![])), Methods::password());
     }
 }

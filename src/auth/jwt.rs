@@ -188,13 +188,17 @@ impl JwtKeys {
     /// them (its expiry rule and clock); an expired entry is dropped, so
     /// `decode` answers with its own error.
     fn memo(&self, token: &str) -> Option<Arc<Claims>> {
-        let now = jsonwebtoken::get_current_timestamp() as i64;
-        let leeway = self.validation.leeway as i64;
-        let claims = self.verified.get(token, |c| c.exp >= now - leeway);
+        let claims = self.verified.get(token, |c| self.unexpired(c.exp));
         if claims.is_none() {
             self.verified.forget(token);
         }
         claims
+    }
+
+    /// Whether `decode` would still accept a token expiring at `exp`.
+    pub fn unexpired(&self, exp: i64) -> bool {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        exp >= now - self.validation.leeway as i64
     }
 
     fn decode(&self, token: &str) -> Result<Claims, AuthError> {

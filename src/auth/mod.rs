@@ -64,6 +64,7 @@ pub struct Auth {
     /// so a marker cached as live before the outage cannot outlive it.
     pending_revocations: Mutex<Vec<(String, Instant)>>,
     parsed_users: authenticate::ParsedUsers,
+    recent_tokens: authenticate::RecentTokens,
 }
 
 impl Auth {
@@ -109,6 +110,7 @@ impl Auth {
             refresh_chain_key,
             pending_revocations: Mutex::new(Vec::new()),
             parsed_users: Default::default(),
+            recent_tokens: Default::default(),
         }))
     }
 }

@@ -1,7 +1,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::near::Near;
 use super::{Cache, CacheError};
 
 struct Entry {
@@ -13,6 +15,8 @@ struct Entry {
 /// swept whenever the map has doubled since the last sweep.
 pub struct MemoryCache {
     inner: Mutex<Inner>,
+    /// Writes of user and session records so far: the cache's stamp.
+    writes: AtomicU64,
 }
 
 struct Inner {
@@ -27,7 +31,21 @@ impl MemoryCache {
                 map: HashMap::new(),
                 sweep_at: 1024,
             }),
+            writes: AtomicU64::new(0),
         }
+    }
+
+    /// Runs a write of `key`, moving the stamp under the same lock once a
+    /// user or session record changed: a reader that took the stamp before
+    /// cannot pair it with the new value.
+    fn write<T>(&self, key: &str, f: impl FnOnce(&mut Inner, Instant) -> T) -> T {
+        self.with(|inner, now| {
+            let out = f(inner, now);
+            if Near::applies(key) {
+                self.writes.fetch_add(1, Ordering::AcqRel);
+            }
+            out
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Inner, Instant) -> T) -> T {
@@ -68,7 +86,7 @@ impl Cache for MemoryCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
-        self.with(|inner, now| {
+        self.write(key, |inner, now| {
             inner.map.insert(
                 key.to_string(),
                 Entry {
@@ -81,7 +99,7 @@ impl Cache for MemoryCache {
     }
 
     async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
-        Ok(self.with(|inner, now| match inner.map.get(key) {
+        Ok(self.write(key, |inner, now| match inner.map.get(key) {
             Some(e) if e.expires > now => false,
             _ => {
                 inner.map.insert(
@@ -102,7 +120,7 @@ impl Cache for MemoryCache {
         delta: i64,
         ttl: Duration,
     ) -> Result<(i64, u64), CacheError> {
-        Ok(self.with(|inner, now| {
+        Ok(self.write(key, |inner, now| {
             let entry = inner
                 .map
                 .entry(key.to_string())
@@ -124,7 +142,7 @@ impl Cache for MemoryCache {
     }
 
     async fn delete(&self, key: &str) -> Result<(), CacheError> {
-        self.with(|inner, _| inner.map.remove(key));
+        self.write(key, |inner, _| inner.map.remove(key));
         Ok(())
     }
 
@@ -134,5 +152,9 @@ impl Cache for MemoryCache {
 
     fn backend(&self) -> &'static str {
         "in-process"
+    }
+
+    fn stamp(&self) -> Option<u64> {
+        Some(self.writes.load(Ordering::Acquire))
     }
 }

@@ -40,6 +40,13 @@ pub trait Cache: Send + Sync + 'static {
     /// Round trip to the backing store; `None` for the in-process cache.
     async fn ping(&self) -> Option<Result<Duration, CacheError>>;
     fn backend(&self) -> &'static str;
+    /// Changes whenever a user or session record (`user:`, `sess:` keys) may
+    /// have changed as this process reads it; `None` while the cache cannot
+    /// tell (the near cache's channel is down). What a caller derived from
+    /// those records under one stamp holds while the stamp is the same.
+    fn stamp(&self) -> Option<u64> {
+        None
+    }
     /// Starts what the cache runs beside requests (Redis: following the
     /// near cache's invalidation channel).
     fn start(
@@ -137,5 +144,24 @@ mod tests {
         assert_eq!(count, 1);
         cache.delete("n").await.unwrap();
         assert_eq!(cache.get("n").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn memory_stamp_moves_with_user_and_session_records_only() {
+        let cache = MemoryCache::new();
+        let ttl = Duration::from_secs(60);
+        let s0 = cache.stamp().unwrap();
+        cache.set("login-fail:ip:x", "1", ttl).await.unwrap();
+        cache.incr("rate:x", ttl).await.unwrap();
+        cache.get_many(&["user:{1}", "sess:{1}:a"]).await.unwrap();
+        assert_eq!(cache.stamp(), Some(s0), "reads and other keys leave it");
+        cache.set("user:{1}", "{}", ttl).await.unwrap();
+        let s1 = cache.stamp().unwrap();
+        assert_ne!(s1, s0);
+        cache.set_nx("sess:{1}:a", "1", ttl).await.unwrap();
+        let s2 = cache.stamp().unwrap();
+        assert_ne!(s2, s1);
+        cache.delete("sess:{1}:a").await.unwrap();
+        assert_ne!(cache.stamp(), Some(s2));
     }
 }

@@ -15,8 +15,10 @@ use foldhash::HashMap;
 
 /// Keys with these prefixes are held near.
 const PREFIXES: [&str; 2] = ["user:", "sess:"];
-/// The longest an entry is used, whatever the channel says.
-const TTL: Duration = Duration::from_secs(5);
+/// The longest an entry is used, whatever the channel says. Verify reuses
+/// what it derived from entries for up to 1 s more (`RECENT_TTL`), so the
+/// two together stay within 5 s.
+const TTL: Duration = Duration::from_secs(4);
 /// Entries kept at most; the map is emptied when full.
 const MAX_ENTRIES: usize = 100_000;
 
@@ -93,6 +95,8 @@ impl Near {
 
     /// The channel is subscribed: entries may be kept from now on.
     pub(super) fn up(&self) {
+        // A new epoch: nothing derived before or while down matches it.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.live.store(true, Ordering::Release);
     }
 
@@ -138,7 +142,9 @@ mod tests {
         near.store("user:{1}", "b", near.epoch());
         near.down();
         assert_eq!(near.get_all(&["user:{1}"]), None);
+        let down_at = near.epoch();
         near.up();
+        assert_ne!(near.epoch(), down_at, "coming back up is a new epoch");
         assert_eq!(near.get_all(&["user:{1}"]), None, "emptied while down");
         assert!(Near::applies("sess:{7}:abc") && !Near::applies("login-fail:ip:x"));
     }

@@ -276,6 +276,12 @@ impl Cache for RedisCache {
         Ok(self.get_many(&[key]).await?.pop().flatten())
     }
 
+    fn stamp(&self) -> Option<u64> {
+        // The epoch first: going down sets `live` before it moves the epoch.
+        let epoch = self.near.epoch();
+        self.near.is_live().then_some(epoch)
+    }
+
     async fn get_many(&self, keys: &[&str]) -> Result<Vec<Option<String>>, CacheError> {
         let near = keys.iter().all(|k| Near::applies(k));
         if near && let Some(held) = self.near.get_all(keys) {

@@ -255,6 +255,34 @@ async fn verify_works_as_forward_auth() {
 }
 
 #[tokio::test]
+async fn a_remembered_verify_ends_when_the_token_expires() {
+    let app = spawn_app_with(&[("JWT_LEEWAY", "0")]).await;
+    let body = app.register("ada@example.com", "password123").await;
+    let id = body["user"]["id"].as_i64().unwrap().to_string();
+    // The original's shape (no `sid`), expiring in a second or two.
+    let exp = now() + 1;
+    let token = sign(
+        &json!({"sub": id, "email": "ada@example.com", "iat": now(), "exp": exp, "type": "access"}),
+        Algorithm::HS256,
+        SECRET,
+    );
+    // Verify remembers its answers for up to a second; asked every 20 ms,
+    // the answer must still turn to 401 as soon as `exp` has passed.
+    loop {
+        let asked = now();
+        let resp = app.verify(&token).await;
+        if asked > exp {
+            assert_eq!(expect_error(resp, 401).await, "Token expired");
+            break;
+        }
+        if now() <= exp {
+            assert_eq!(resp.status(), 200, "unexpired at {asked}, exp {exp}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn forged_and_broken_tokens_are_401_never_500() {
     let app = spawn_app().await;
     let body = app.register("ada@example.com", "password123").await;

@@ -2,7 +2,7 @@
 //! cannot run for anyone else.
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use futures_util::future::LocalBoxFuture;
+use futures_util::future::{Either, LocalBoxFuture, Ready, ready};
 
 use crate::auth::Principal;
 use crate::http::{ApiError, AppState};
@@ -10,7 +10,8 @@ use crate::http::{ApiError, AppState};
 /// Longest bearer token accepted; real ones are a few hundred bytes.
 const MAX_TOKEN_LEN: usize = 8192;
 
-pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
+/// The bearer token of `req`, borrowed from its header.
+pub fn bearer_token(req: &HttpRequest) -> Result<&str, ApiError> {
     let missing = || ApiError::InvalidToken("Missing or invalid authorization header".into());
     let header = req
         .headers()
@@ -28,7 +29,7 @@ pub fn bearer_token(req: &HttpRequest) -> Result<String, ApiError> {
     {
         return Err(missing());
     }
-    Ok(token.to_string())
+    Ok(token)
 }
 
 fn state_of(req: &HttpRequest) -> web::Data<AppState> {
@@ -42,12 +43,24 @@ pub struct AuthenticatedUser(pub Principal);
 
 impl FromRequest for AuthenticatedUser {
     type Error = ApiError;
-    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+    // Ready when verify remembers the token (most requests), so those
+    // neither copy the token nor box a future.
+    type Future =
+        Either<Ready<Result<Self, ApiError>>, LocalBoxFuture<'static, Result<Self, ApiError>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let token = bearer_token(req);
         let state = state_of(req);
-        Box::pin(async move { Ok(AuthenticatedUser(state.auth.authenticate(&token?).await?)) })
+        let token = match bearer_token(req) {
+            Ok(token) => token,
+            Err(e) => return Either::Left(ready(Err(e))),
+        };
+        if let Some(principal) = state.auth.remembered(token) {
+            return Either::Left(ready(Ok(AuthenticatedUser(principal))));
+        }
+        let token = token.to_string();
+        Either::Right(Box::pin(async move {
+            Ok(AuthenticatedUser(state.auth.authenticate(&token).await?))
+        }))
     }
 }
 

@@ -1,6 +1,6 @@
 //! HTTP handlers of `/auth/*`: translate requests, call the service, answer.
 
-use actix_web::http::header::{CACHE_CONTROL, ContentType, HeaderName};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 
 use super::answers;
@@ -155,13 +155,22 @@ pub async fn logout(
 )]
 pub async fn verify(user: AuthenticatedUser) -> HttpResponse {
     let answer = answers::verify_answer(&user.0.user);
+    let methods = &user.0.methods;
+    // Static values where they are static: a `&str` header is copied.
+    let amr = match methods.issued() {
+        Some(set) => HeaderValue::from_static(set),
+        None => HeaderValue::try_from(methods.stored()).unwrap_or(HeaderValue::from_static("")),
+    };
     let mut resp = HttpResponse::Ok();
-    resp.insert_header((CACHE_CONTROL, "no-store"))
+    resp.insert_header((CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .insert_header((X_USER_ID, answer.id))
-        .insert_header((X_USER_ROLE, user.0.user.role.as_str()))
-        .insert_header((X_USER_ACR, user.0.methods.acr()))
-        .insert_header((X_USER_AMR, user.0.methods.stored()))
-        .content_type(ContentType::json());
+        .insert_header((
+            X_USER_ROLE,
+            HeaderValue::from_static(user.0.user.role.as_str()),
+        ))
+        .insert_header((X_USER_ACR, HeaderValue::from_static(methods.acr())))
+        .insert_header((X_USER_AMR, amr))
+        .insert_header((CONTENT_TYPE, HeaderValue::from_static("application/json")));
     if let Some(email) = answer.email {
         resp.insert_header((X_USER_EMAIL, email));
     }
