@@ -183,13 +183,12 @@ impl Auth {
     }
 
     /// Verifies a bearer token end to end: signature and claims, session not
-    /// revoked, user active. Answers the user as stored now (role included).
+    /// revoked, user active. Answers the user as stored now (role included)
+    /// and remembers the answer; callers that can answer without awaiting
+    /// ask `remembered` first.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         // Taken before anything is read: a change meanwhile moves it.
         let stamp = self.cache.stamp();
-        if let Some(principal) = self.remembered(token) {
-            return Ok(principal);
-        }
         let (principal, exp) = self.authenticate_fully(token).await?;
         if let Some(stamp) = stamp {
             let recent = Recent {

@@ -119,30 +119,40 @@ impl From<&users::Model> for User {
 // Shared, not copied: verify hands out a remembered principal per request.
 pub struct Methods(Arc<[String]>);
 
+// The method sets the server issues, each spelled once, as stored.
+const PASSWORD: &str = "pwd";
+const PASSWORD_AND_OTP: &str = "pwd,otp,mfa";
+const PASSWORD_AND_PASSKEY: &str = "pwd,hwk,mfa";
+const PASSKEY: &str = "hwk,mfa";
+
 impl Methods {
+    fn spelled(set: &str) -> Self {
+        Methods(set.split(',').map(str::to_string).collect())
+    }
+
     pub fn password() -> Self {
-        Methods(["pwd".to_string()].into())
+        Methods::spelled(PASSWORD)
     }
 
     /// A password, then a one-time code (TOTP or recovery code).
     pub fn password_and_otp() -> Self {
-        Methods(["pwd", "otp", "mfa"].map(String::from).into())
+        Methods::spelled(PASSWORD_AND_OTP)
     }
 
     /// A password, then a passkey.
     pub fn password_and_passkey() -> Self {
-        Methods(["pwd", "hwk", "mfa"].map(String::from).into())
+        Methods::spelled(PASSWORD_AND_PASSKEY)
     }
 
     /// A passkey alone: possession of the key and user verification on it.
     pub fn passkey() -> Self {
-        Methods(["hwk", "mfa"].map(String::from).into())
+        Methods::spelled(PASSKEY)
     }
 
     /// As a session row stores it (comma separated); `None` is a password.
     pub fn from_stored(value: Option<&str>) -> Self {
         match value {
-            Some(v) if !v.is_empty() => Methods(v.split(',').map(str::to_string).collect()),
+            Some(v) if !v.is_empty() => Methods::spelled(v),
             _ => Methods::password(),
         }
     }
@@ -160,8 +170,7 @@ impl Methods {
     /// `stored()` for the sets the server issues, spelled once: verify's
     /// `X-User-Amr` then costs no allocation. `None` for any other set.
     pub fn issued(&self) -> Option<&'static str> {
-        const ISSUED: [&str; 4] = ["pwd", "pwd,otp,mfa", "pwd,hwk,mfa", "hwk,mfa"];
-        ISSUED
+        [PASSWORD, PASSWORD_AND_OTP, PASSWORD_AND_PASSKEY, PASSKEY]
             .into_iter()
             .find(|set| set.split(',').eq(self.0.iter().map(String::as_str)))
     }
