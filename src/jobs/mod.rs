@@ -190,7 +190,12 @@ impl Jobs {
             if *shutdown.borrow() {
                 return;
             }
-            let _ = self.run(job).await;
+            // A stop does not wait for a run: each is transactions that roll
+            // back whole when dropped, and the next start runs it again.
+            tokio::select! {
+                _ = self.run(job) => {}
+                _ = shutdown.changed() => return,
+            }
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct TestApp {
     pub db: DatabaseConnection,
     pub env: HashMap<String, String>,
     handle: actix_web::dev::ServerHandle,
+    /// The whole run (serving, then the stop of every background task).
+    running: std::sync::Mutex<Option<tokio::task::JoinHandle<bool>>>,
     _sqlite_dir: Option<tempfile::TempDir>,
     pg_database: Option<(String, String)>,
 }
@@ -159,7 +161,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         .await
         .unwrap();
     let handle = app.server_handle();
-    tokio::spawn(app.run_until_stopped());
+    let running = tokio::spawn(async move { app.run_until_stopped().await.is_ok() });
     let app = TestApp {
         address,
         metrics_address,
@@ -171,6 +173,7 @@ pub async fn spawn_on(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
         db,
         env,
         handle,
+        running: std::sync::Mutex::new(Some(running)),
         _sqlite_dir: backend.sqlite_dir,
         pg_database: backend.pg_database,
     };
@@ -238,6 +241,20 @@ impl TestApp {
     /// Stops the server like SIGTERM would (graceful) or at once.
     pub async fn stop(&self, graceful: bool) {
         self.handle.stop(graceful).await;
+    }
+
+    /// Stops the server like SIGTERM would and waits for the whole stop
+    /// (requests, ingest queue, background tasks, pools): whether it ended
+    /// cleanly within `limit`.
+    pub async fn stop_all_within(&self, limit: Duration) -> bool {
+        self.handle.stop(true).await;
+        let running = self
+            .running
+            .lock()
+            .unwrap()
+            .take()
+            .expect("not stopped yet");
+        matches!(tokio::time::timeout(limit, running).await, Ok(Ok(true)))
     }
 
     /// Registers a user (201 expected) and answers the token response.

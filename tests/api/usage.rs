@@ -2,7 +2,7 @@
 //! late data, reruns, two replicas, access rules and retention.
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -735,4 +735,49 @@ async fn interleaved_ids_committed_late_are_all_counted() {
     )
     .await;
     assert_eq!(rows[0]["api_calls_count"], 2400, "{rows}");
+}
+
+/// A stop does not wait for a job's run: a rollup blocked behind a lock is
+/// dropped (its transaction rolls back) and the process ends.
+#[tokio::test]
+#[ignore = "needs TEST_DATABASE_URL: a table lock holds the rollup"]
+async fn a_stop_does_not_wait_for_a_running_job() {
+    require_postgres();
+    let app = spawn_app_with(&[("USAGE_ROLLUP_INTERVAL", "1")]).await;
+    let a = app.register("blocked@example.com", "password123").await;
+    let ua = a["user"]["id"].as_i64().unwrap();
+    app.post_metrics(vec![
+        json!({"metric_name": "api_calls", "metric_value": 1, "user_id": ua}),
+    ])
+    .await;
+    let blocker = app.db.begin().await.unwrap();
+    blocker
+        .execute_unprepared("LOCK TABLE platform_analytics_usage IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let waiting = || async {
+        app.db
+            .query_one_raw(Statement::from_string(
+                app.db.get_database_backend(),
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get::<i64>("", "n")
+            .unwrap()
+    };
+    let mut blocked = false;
+    for _ in 0..100 {
+        if waiting().await > 0 {
+            blocked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(blocked, "the rollup never reached the lock");
+    let stopped = app.stop_all_within(std::time::Duration::from_secs(5)).await;
+    blocker.rollback().await.unwrap();
+    assert!(stopped, "the stop waited for the blocked rollup");
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""1,000-metric batches against `psql \\copy` for two or more builds, side by
+side, each build on a database of its own preloaded with PRELOAD metrics
+(3,000,000) so the table has the size a benchmark leaves behind. Each round
+starts a fresh server per build (order alternated), runs the batch scenario
+for SECS (10) with wrk -t1 -c4, then, with the server still up as in
+bench.py, copies as many rows with `psql \\copy` into a scratch copy of the
+metrics table, and prints both rates and their ratio. Not part of CI:
+`BINS=before=/path/a,after=/path/b BENCH_DRIVER=batch_ab.py .ci/bench.sh`."""
+import os
+import time
+
+import bench as B
+
+SECS = int(os.environ.get("SECS", "10"))
+ROUNDS = int(os.environ.get("ROUNDS", "4"))
+PRELOAD = int(os.environ.get("PRELOAD", "3000000"))
+BINS = [pair.split("=", 1) for pair in os.environ.get("BINS", f"head={B.BIN}").split(",")]
+ADMIN = os.environ["BENCH_DATABASE_URL"]
+
+
+def database(name):
+    """A fresh database for one build (its server migrates it)."""
+    B.psql(ADMIN, f"DROP DATABASE IF EXISTS {name}")
+    B.psql(ADMIN, f"CREATE DATABASE {name}")
+    return ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+def preload(db):
+    B.psql(db, "INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, user_id, "
+               "endpoint, labels, timestamp) SELECT 'api_calls', 1, 'counter', 1, '/x', '{}', "
+               f"now() AT TIME ZONE 'utc' - interval '1 second' * (i % 3600) FROM generate_series(1, {PRELOAD}) i")
+    B.psql(db, "VACUUM ANALYZE platform_analytics_metrics")
+    B.psql(db, "CHECKPOINT")
+
+
+dbs = {}
+for name, path in BINS:
+    B.BIN = path
+    dbs[name] = database(f"batch_ab_{name}")
+    proc = B.start_server({"DATABASE_URL": dbs[name], "REDIS_URL": os.environ["BENCH_REDIS_URL"]})
+    try:
+        preload(dbs[name])
+        # The rollup catches up with the preloaded rows before the rounds.
+        B.http("POST", "/analytics/jobs/rollup", {}, timeout=600)
+    finally:
+        proc.terminate()
+        proc.wait()
+res = {name: [] for name, _ in BINS}
+for r in range(ROUNDS):
+    for name, path in BINS if r % 2 == 0 else BINS[::-1]:
+        B.BIN = path
+        db = dbs[name]
+        proc = B.start_server({"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]})
+        try:
+            uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
+                                                    "password": "bench-Quartz-4417-violin"})["user"]["id"]
+            batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
+                                 for _ in range(1000)]}
+            script = B.lua("POST", batch)
+            B.wrk("/analytics/metrics/batch", script, 2, conns=4)
+            out = B.wrk("/analytics/metrics/batch", script, SECS, conns=4, timeout=5)
+            assert out["errors"] == 0, out
+            rate = out["rps"] * 1000
+            copy = B.copy_rate(db, uid, int(rate * SECS))
+        finally:
+            proc.terminate()
+            proc.wait()
+        res[name].append((rate, copy))
+        print(f"round {r} {name}: batches {rate:.0f} metrics/s (p99 {out['p99_ms']} ms), "
+              f"psql \\copy {copy:.0f} rows/s, ratio {rate / copy:.0%}", flush=True)
+for name, rounds in res.items():
+    rate, copy = (sum(x[i] for x in rounds) / len(rounds) for i in (0, 1))
+    print(f"{name}: batches {rate:.0f}, copy {copy:.0f} on average; ratio {rate / copy:.0%} "
+          f"(rounds {', '.join(f'{a / b:.0%}' for a, b in rounds)})")
