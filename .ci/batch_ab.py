@@ -3,11 +3,15 @@
 side, each build on a database of its own preloaded with PRELOAD metrics
 (3,000,000) so the table has the size a benchmark leaves behind. Each round
 starts a fresh server per build (order alternated), runs the batch scenario
-for SECS (10) with wrk -t1 -c4, then, with the server still up as in
+for SECS (10) with wrk -t1 -c4 (CONNS_<name>), then, with the server still up as in
 bench.py, copies as many rows with `psql \\copy` into a scratch copy of the
-metrics table, and prints both rates and their ratio. Not part of CI:
+metrics table, and prints both rates and their ratio. ENV_<name>="K=V ..."
+gives a build extra settings and CONNS_<name> its wrk connections (the same
+binary twice, configured or loaded two ways).
+Not part of CI:
 `BINS=before=/path/a,after=/path/b BENCH_DRIVER=batch_ab.py .ci/bench.sh`."""
 import os
+import subprocess
 import time
 
 import bench as B
@@ -19,6 +23,12 @@ BINS = [pair.split("=", 1) for pair in os.environ.get("BINS", f"head={B.BIN}").s
 ADMIN = os.environ["BENCH_DATABASE_URL"]
 
 
+def settings(name, db):
+    env = {"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
+    env.update(kv.split("=", 1) for kv in os.environ.get(f"ENV_{name}", "").split())
+    return env
+
+
 def database(name):
     """A fresh database for one build (its server migrates it)."""
     B.psql(ADMIN, f"DROP DATABASE IF EXISTS {name}")
@@ -27,18 +37,26 @@ def database(name):
 
 
 def preload(db):
+    try:
+        insert(db)
+    except subprocess.CalledProcessError as e:
+        print(f"preload failed once ({e.stderr.strip()}); again", flush=True)
+        insert(db)
+    B.psql(db, "VACUUM ANALYZE platform_analytics_metrics")
+    B.psql(db, "CHECKPOINT")
+
+
+def insert(db):
     B.psql(db, "INSERT INTO platform_analytics_metrics (metric_name, metric_value, metric_type, user_id, "
                "endpoint, labels, timestamp) SELECT 'api_calls', 1, 'counter', 1, '/x', '{}', "
                f"now() AT TIME ZONE 'utc' - interval '1 second' * (i % 3600) FROM generate_series(1, {PRELOAD}) i")
-    B.psql(db, "VACUUM ANALYZE platform_analytics_metrics")
-    B.psql(db, "CHECKPOINT")
 
 
 dbs = {}
 for name, path in BINS:
     B.BIN = path
     dbs[name] = database(f"batch_ab_{name}")
-    proc = B.start_server({"DATABASE_URL": dbs[name], "REDIS_URL": os.environ["BENCH_REDIS_URL"]})
+    proc = B.start_server(settings(name, dbs[name]))
     try:
         preload(dbs[name])
         # The rollup catches up with the preloaded rows before the rounds.
@@ -51,7 +69,7 @@ for r in range(ROUNDS):
     for name, path in BINS if r % 2 == 0 else BINS[::-1]:
         B.BIN = path
         db = dbs[name]
-        proc = B.start_server({"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]})
+        proc = B.start_server(settings(name, db))
         try:
             uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
                                                     "password": "bench-Quartz-4417-violin"})["user"]["id"]
@@ -59,7 +77,8 @@ for r in range(ROUNDS):
                                  for _ in range(1000)]}
             script = B.lua("POST", batch)
             B.wrk("/analytics/metrics/batch", script, 2, conns=4)
-            out = B.wrk("/analytics/metrics/batch", script, SECS, conns=4, timeout=5)
+            conns = int(os.environ.get(f"CONNS_{name}", "4"))
+            out = B.wrk("/analytics/metrics/batch", script, SECS, conns=conns, timeout=5)
             assert out["errors"] == 0, out
             rate = out["rps"] * 1000
             copy = B.copy_rate(db, uid, int(rate * SECS))
