@@ -53,41 +53,24 @@ def insert(db):
 
 
 dbs = {}
-for name, path in BINS:
-    B.BIN = path
+for _, name, _ in B.alternated(BINS, 1):
     dbs[name] = database(f"batch_ab_{name}")
-    proc = B.start_server(settings(name, dbs[name]))
-    try:
+    with B.serving(settings(name, dbs[name])):
         preload(dbs[name])
         # The rollup catches up with the preloaded rows before the rounds.
         B.http("POST", "/analytics/jobs/rollup", {}, timeout=600)
-    finally:
-        proc.terminate()
-        proc.wait()
 res = {name: [] for name, _ in BINS}
-for r in range(ROUNDS):
-    for name, path in BINS if r % 2 == 0 else BINS[::-1]:
-        B.BIN = path
-        db = dbs[name]
-        proc = B.start_server(settings(name, db))
-        try:
-            uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
-                                                    "password": "bench-Quartz-4417-violin"})["user"]["id"]
-            batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
-                                 for _ in range(1000)]}
-            script = B.lua("POST", batch)
-            B.wrk("/analytics/metrics/batch", script, 2, conns=4)
-            conns = int(os.environ.get(f"CONNS_{name}", "4"))
-            out = B.wrk("/analytics/metrics/batch", script, SECS, conns=conns, timeout=5)
-            assert out["errors"] == 0, out
-            rate = out["rps"] * 1000
-            copy = B.copy_rate(db, uid, int(rate * SECS))
-        finally:
-            proc.terminate()
-            proc.wait()
-        res[name].append((rate, copy))
-        print(f"round {r} {name}: batches {rate:.0f} metrics/s (p99 {out['p99_ms']} ms), "
-              f"psql \\copy {copy:.0f} rows/s, ratio {rate / copy:.0%}", flush=True)
+for r, name, _ in B.alternated(BINS, ROUNDS):
+    db = dbs[name]
+    with B.serving(settings(name, db)):
+        uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
+                                                "password": "bench-Quartz-4417-violin"})["user"]["id"]
+        script = B.batch_script(uid)
+        B.wrk("/analytics/metrics/batch", script, 2, conns=4)
+        rate, copy, out = B.batches_then_copy(db, uid, script, SECS, int(os.environ.get(f"CONNS_{name}", "4")))
+    res[name].append((rate, copy))
+    print(f"round {r} {name}: batches {rate:.0f} metrics/s (p99 {out['p99_ms']} ms), "
+          f"psql \\copy {copy:.0f} rows/s, ratio {rate / copy:.0%}", flush=True)
 for name, rounds in res.items():
     rate, copy = (sum(x[i] for x in rounds) / len(rounds) for i in (0, 1))
     print(f"{name}: batches {rate:.0f}, copy {copy:.0f} on average; ratio {rate / copy:.0%} "

@@ -7,6 +7,7 @@ writes it as JSON. `--quick` runs each scenario for a few seconds (CI smoke).
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -107,6 +108,27 @@ def peak_rss_kib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def alternated(builds, rounds):
+    """(round, name, binary) for every build in every round, the order
+    flipped each round, with B.BIN pointing at that round's binary."""
+    global BIN
+    for r in range(rounds):
+        for name, path in builds if r % 2 == 0 else builds[::-1]:
+            BIN = path
+            yield r, name, path
+
+
+@contextlib.contextmanager
+def serving(env_extra):
+    """A server for the block, stopped (SIGTERM, then waited for) after it."""
+    proc = start_server(env_extra)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait()
 
 
 def start_server(env_extra, port=PORT, metrics_port=METRICS_PORT):
@@ -264,6 +286,21 @@ def copy_rate(db_url, uid, rows):
     psql(db_url, "DROP TABLE bench_copy")
     os.unlink(path)
     return rows / elapsed
+
+
+def batch_script(uid):
+    """wrk's script for the batch scenario: 1,000 metrics of one name and user."""
+    return lua("POST", {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
+                                    for _ in range(1000)]})
+
+
+def batches_then_copy(db_url, uid, script, seconds, conns=4):
+    """The batch scenario for `seconds`, then `psql \\copy` of as many rows:
+    (metrics/s, copied rows/s, wrk's figures)."""
+    out = wrk("/analytics/metrics/batch", script, seconds, conns=conns, timeout=5)
+    assert out["errors"] == 0, out
+    rate = out["rps"] * 1000
+    return rate, copy_rate(db_url, uid, int(rate * seconds)), out
 
 
 def probe(seconds):
@@ -451,8 +488,7 @@ def main():
         during["target_rate"] = round(target)
         during["checkpoints"] = len(took)
         print(f"  {len(took)} checkpoints during it, the longest {max(took, default=0) * 1000:.0f} ms", flush=True)
-        batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"} for _ in range(1000)]}
-        batches = run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", lua("POST", batch), conns=4,
+        batches = run("POST /analytics/metrics/batch (1000)", "/analytics/metrics/batch", batch_script(uid), conns=4,
                       unit="metrics/s", scale=1000)
         copy = copy_rate(db_url, uid, max(100_000, int(batches["rate"] * secs)))
         batches["copy_rate"] = round(copy)

@@ -33,18 +33,14 @@ def main():
         reg = B.http("POST", "/auth/register", {"email": f"ab{time.time_ns()}@example.com",
                                                 "password": "bench-Quartz-4417-violin"})
         uid = reg["user"]["id"]
-        batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
-                             for _ in range(1000)]}
-        script = B.lua("POST", batch)
+        script = B.batch_script(uid)
         B.wrk("/analytics/metrics/batch", script, 3, conns=4)  # warm-up
         res = {"btree": [], "brin": []}
         for r in range(ROUNDS):
             for kind in ("btree", "brin") if r % 2 == 0 else ("brin", "btree"):
                 timestamp_index(db, kind)
                 B.psql(db, "CHECKPOINT")
-                w = B.wrk("/analytics/metrics/batch", script, SECS, conns=4)
-                rate = w["rps"] * 1000
-                copy = B.copy_rate(db, uid, int(rate * SECS))
+                rate, copy, w = B.batches_then_copy(db, uid, script, SECS)
                 res[kind].append((rate, copy))
                 print(f"round {r + 1}, {kind}: batches {rate:.0f} metrics/s (p99 {w['p99_ms']} ms), "
                       f"psql \\copy {copy:.0f} rows/s, ratio {rate / copy:.0%}", flush=True)

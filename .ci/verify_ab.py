@@ -35,21 +35,15 @@ def measure(pid, path, script):
 
 
 res = {name: [] for name, _ in BINS}
-for r in range(ROUNDS):
-    for name, path in BINS if r % 2 == 0 else BINS[::-1]:
-        B.BIN = path
-        proc = B.start_server(env)
-        try:
-            token = B.http("POST", "/auth/register", {"email": f"v{time.time_ns()}@example.com",
-                                                      "password": "bench-Quartz-4417-violin"})["access_token"]
-            live = measure(proc.pid, "/health/live", B.lua("GET"))
-            verify = measure(proc.pid, "/auth/verify", B.lua("GET", headers={"Authorization": f"Bearer {token}"}))
-        finally:
-            proc.terminate()
-            proc.wait()
-        res[name].append((live, verify))
-        print(f"round {r} {name}: live {live[0]:.0f}/s {live[1]:.1f} us, verify {verify[0]:.0f}/s "
-              f"{verify[1]:.1f} us, ratio {verify[0] / live[0]:.1%}", flush=True)
+for r, name, _ in B.alternated(BINS, ROUNDS):
+    with B.serving(env) as proc:
+        token = B.http("POST", "/auth/register", {"email": f"v{time.time_ns()}@example.com",
+                                                  "password": "bench-Quartz-4417-violin"})["access_token"]
+        live = measure(proc.pid, "/health/live", B.lua("GET"))
+        verify = measure(proc.pid, "/auth/verify", B.lua("GET", headers={"Authorization": f"Bearer {token}"}))
+    res[name].append((live, verify))
+    print(f"round {r} {name}: live {live[0]:.0f}/s {live[1]:.1f} us, verify {verify[0]:.0f}/s "
+          f"{verify[1]:.1f} us, ratio {verify[0] / live[0]:.1%}", flush=True)
 for name, rounds in res.items():
     n = len(rounds)
     ratio = sum(v[0] / lv[0] for lv, v in rounds) / n
