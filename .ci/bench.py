@@ -110,6 +110,20 @@ def peak_rss_kib(pid):
     return 0
 
 
+def fresh_database(admin_url, name):
+    """An empty database `name` beside `admin_url`'s (dropped first when
+    there); its URL."""
+    psql(admin_url, f"DROP DATABASE IF EXISTS {name}")
+    psql(admin_url, f"CREATE DATABASE {name}")
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def builds():
+    """The builds an A/B driver compares, from BINS=name=path,... (this
+    checkout's release build when unset)."""
+    return [pair.split("=", 1) for pair in os.environ.get("BINS", f"head={BIN}").split(",")]
+
+
 def alternated(builds, rounds):
     """(round, name, binary) for every build in every round, the order
     flipped each round, with B.BIN pointing at that round's binary."""

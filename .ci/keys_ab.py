@@ -13,16 +13,13 @@ import bench as B
 SECS = int(os.environ.get("SECS", "10"))
 ROUNDS = int(os.environ.get("ROUNDS", "4"))
 PER = int(os.environ.get("KEYS_PER_GEN", "500000"))
-base = os.environ["BENCH_DATABASE_URL"].rsplit("/", 1)[0]
 redis = os.environ["BENCH_REDIS_URL"]
 W = "date_trunc('week', timezone('UTC', now()))"
 K = "platform_analytics_event_keys"
 dbs = {}
 GENS = [int(g) for g in os.environ.get("GENS", "13,4,1").split(",")]
 for name, gens in ((f"gens{g}", g) for g in GENS):
-    url = f"{base}/{name}"
-    B.psql(os.environ["BENCH_DATABASE_URL"], f"DROP DATABASE IF EXISTS {name}")
-    B.psql(os.environ["BENCH_DATABASE_URL"], f"CREATE DATABASE {name}")
+    url = B.fresh_database(os.environ["BENCH_DATABASE_URL"], name)
     p = B.start_server({"DATABASE_URL": url, "REDIS_URL": redis}); p.terminate(); p.wait()
     t0 = time.time()
     for g in range(1, gens):

@@ -86,12 +86,10 @@ def stored_vs_empty(db_url, backends):
     the same Postgres instance, alternated for ROUNDS rounds: this disk's
     checkpoint stalls swing one 20-second run by half, so a single pair
     taken an hour apart measured the weather (29% in one such run)."""
-    empty_url = db_url.rsplit("/", 1)[0] + "/scale_empty"
     pairs = []
     for r in range(ROUNDS):
         full = ingest_on(db_url, backends, f"round {r + 1}, {ROWS} rows stored")
-        psql(db_url, "DROP DATABASE IF EXISTS scale_empty")
-        psql(db_url, "CREATE DATABASE scale_empty")
+        empty_url = B.fresh_database(db_url, "scale_empty")
         pairs.append((full, ingest_on(empty_url, backends, f"round {r + 1}, empty tables")))
     psql(db_url, "DROP DATABASE IF EXISTS scale_empty")
     ratio = lambda k: sum(p[0][k] for p in pairs) / sum(p[1][k] for p in pairs)

@@ -14,7 +14,7 @@ import bench as B
 
 SECS = int(os.environ.get("SECS", "8"))
 ROUNDS = int(os.environ.get("ROUNDS", "4"))
-BINS = [pair.split("=", 1) for pair in os.environ.get("BINS", f"head={B.BIN}").split(",")]
+BINS = B.builds()
 TICK = os.sysconf("SC_CLK_TCK")
 env = {"DATABASE_URL": os.environ["BENCH_DATABASE_URL"], "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
 
