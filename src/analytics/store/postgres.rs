@@ -98,9 +98,9 @@ WITH e AS (
         row_count = platform_analytics_metric_hours.row_count + excluded.row_count,
         value_sum = platform_analytics_metric_hours.value_sum + excluded.value_sum
 )
-SELECT false AS metric, id FROM e
-UNION ALL
-SELECT true, id FROM m
+-- One row of two arrays: a row per id cost the writer a message and a
+-- decode each, on its path between groups.
+SELECT (SELECT array_agg(id) FROM e), (SELECT array_agg(id) FROM m)
 "#;
 
 /// Writes the plan's fresh events, every metric and their counters; answers
@@ -113,21 +113,23 @@ pub(super) async fn write(
     metrics: &[&NewMetric],
 ) -> Result<(HashMap<usize, Event>, Vec<Metric>), DbErr> {
     let fresh: Vec<&NewEvent> = plan.fresh.iter().map(|&i| events[i]).collect();
-    let mut query = sqlx::query_as::<_, (bool, i64)>(WRITE);
+    let mut query = sqlx::query_as::<_, Ids>(WRITE);
     query = bind_events(query, &fresh);
     query = bind_metrics(query, metrics);
     query = bind_type_users(query, &fresh);
     query = bind_costs(query, metrics);
     query = query.bind(key_generations::targets(now()));
-    let returned = query
-        .fetch_all(db.get_postgres_connection_pool())
+    let (event_ids, metric_ids) = query
+        .fetch_one(db.get_postgres_connection_pool())
         .await
         .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))?;
 
     // Identity values rise in insertion order, which is the arrays' order:
     // sorted, they pair with the rows whatever order RETURNING used.
-    let (mut metric_ids, mut event_ids): (Vec<_>, Vec<_>) =
-        returned.into_iter().partition(|(metric, _)| *metric);
+    let (mut event_ids, mut metric_ids) = (
+        event_ids.unwrap_or_default(),
+        metric_ids.unwrap_or_default(),
+    );
     event_ids.sort_unstable();
     metric_ids.sort_unstable();
     if event_ids.len() != fresh.len() || metric_ids.len() != metrics.len() {
@@ -137,12 +139,12 @@ pub(super) async fn write(
         .fresh
         .iter()
         .zip(event_ids)
-        .map(|(&i, (_, id))| (i, stored_event(id, events[i])))
+        .map(|(&i, id)| (i, stored_event(id, events[i])))
         .collect();
     let metrics = metrics
         .iter()
         .zip(metric_ids)
-        .map(|(m, (_, id))| stored_metric(id, m))
+        .map(|(m, id)| stored_metric(id, m))
         .collect();
     Ok((stored, metrics))
 }
@@ -188,7 +190,9 @@ pub(super) async fn stored_with_event_ids<C: ConnectionTrait>(
     Ok(found)
 }
 
-type Query<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, (bool, i64), sqlx::postgres::PgArguments>;
+/// The write's answer: the new events' ids and the metrics' ids.
+type Ids = (Option<Vec<i64>>, Option<Vec<i64>>);
+type Query<'q> = sqlx::query::QueryAs<'q, sqlx::Postgres, Ids, sqlx::postgres::PgArguments>;
 
 fn bind_events<'q>(query: Query<'q>, rows: &[&NewEvent]) -> Query<'q> {
     let mut query = query
