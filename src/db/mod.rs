@@ -16,6 +16,13 @@ use secrecy::ExposeSecret;
 
 use crate::config::DatabaseSettings;
 
+/// A pooled connection idle this long is pinged before it is handed out.
+/// sqlx pings on every checkout by default: one more round trip for each
+/// ingest group and each read, on connections that were in use a moment ago.
+/// A dead hot connection still fails its first statement, which callers
+/// already answer as the database being unavailable (ingest retries it).
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     let url = match &settings.url {
         Some(url) => url.expose_secret().to_string(),
@@ -35,6 +42,7 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConn
         .connect_timeout(settings.acquire_timeout)
         .acquire_timeout(settings.acquire_timeout)
         .idle_timeout(Duration::from_secs(300))
+        .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
         .sqlx_logging(false);
     if sqlite {
         // WAL lets readers run beside the single writer; busy_timeout makes

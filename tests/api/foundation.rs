@@ -2,7 +2,8 @@
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, test as atest, web};
-use serde_json::Value;
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -448,4 +449,55 @@ async fn dependency_gauges_are_set_without_a_health_call() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Pooled connections are pinged only after a second idle (not on every
+/// checkout): connections the database closed are replaced before a read
+/// uses them, and a group whose connection was closed under it is retried.
+#[tokio::test]
+#[ignore = "needs Postgres"]
+async fn connections_the_database_closed_are_replaced() {
+    require_postgres();
+    let app = spawn_app().await;
+    let (status, _) = app
+        .post_json("/analytics/events", json!({"event_type": "before"}))
+        .await;
+    assert!(status < 300, "{status}");
+    app.get_ok("/analytics/events").await;
+    // A connection of its own: the test's pool would lose its other ones.
+    let admin = sea_orm::Database::connect(app.env["DATABASE_URL"].as_str())
+        .await
+        .unwrap();
+    let ended = || async {
+        let row = admin
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND backend_type = 'client backend'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    };
+    // The writer's connection is closed under it: its group is retried.
+    assert!(ended().await > 0);
+    let (status, body) = app
+        .post_json("/analytics/events", json!({"event_type": "during"}))
+        .await;
+    assert!(status < 300, "{status} {body}");
+    // Idle past the threshold, every closed connection is pinged and replaced.
+    assert!(ended().await > 0);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for _ in 0..5 {
+        let page = app.get_ok("/analytics/events").await;
+        let types: Vec<&str> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["during", "before"]);
+    }
 }
