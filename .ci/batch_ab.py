@@ -12,7 +12,6 @@ binary twice, configured or loaded two ways).
 Not part of CI:
 `BINS=before=/path/a,after=/path/b BENCH_DRIVER=batch_ab.py .ci/bench.sh`."""
 import os
-import time
 
 import bench as B
 
@@ -40,8 +39,7 @@ res = {name: [] for name, _ in BINS}
 for r, name, _ in B.alternated(BINS, ROUNDS):
     db = dbs[name]
     with B.serving(settings(name, db)):
-        uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})["user"]["id"]
+        uid = B.register("b")["user"]["id"]
         script = B.batch_script(uid)
         B.wrk("/analytics/metrics/batch", script, 2, conns=4)
         rate, copy, out = B.batches_then_copy(db, uid, script, SECS, int(os.environ.get(f"CONNS_{name}", "4")))

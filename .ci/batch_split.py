@@ -80,8 +80,7 @@ if statements:
     B.psql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
 for r in range(int(os.environ.get("ROUNDS", "2"))):
     with B.serving(env):
-        uid = B.http("POST", "/auth/register", {"email": f"b{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})["user"]["id"]
+        uid = B.register("b")["user"]["id"]
         script = B.batch_script(uid)
         B.wrk("/analytics/metrics/batch", script, 2, conns=4)
         if statements:

@@ -24,6 +24,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "platform-server")
 API_KEY = "bench-key-0123456789abcdef"
+PASSWORD = "bench-Quartz-4417-violin"
 PORT = int(os.environ.get("BENCH_PORT", "18007"))
 METRICS_PORT = int(os.environ.get("BENCH_METRICS_PORT", "19464"))
 BASE = f"http://127.0.0.1:{PORT}"
@@ -108,6 +109,12 @@ def peak_rss_kib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
     return 0
+
+
+def register(prefix="bench"):
+    """A new account on the running server; the registration's answer
+    (`access_token`, `user`)."""
+    return http("POST", "/auth/register", {"email": f"{prefix}{time.time_ns()}@example.com", "password": PASSWORD})
 
 
 def fresh_database(admin_url, name):
@@ -343,7 +350,7 @@ def revocation_spread(backends, email, samples):
     try:
         time.sleep(1)
         for _ in range(samples):
-            token = http("POST", "/auth/login", {"email": email, "password": "bench-Quartz-4417-violin"})["access_token"]
+            token = http("POST", "/auth/login", {"email": email, "password": PASSWORD})["access_token"]
             auth = {"Authorization": f"Bearer {token}"}
             for _ in range(3):  # held in the second replica's memory now
                 http("GET", "/auth/verify", headers=auth, base=base)
@@ -434,7 +441,7 @@ def main():
     try:
         time.sleep(1)
         idle = rss_kib(proc.pid)
-        reg = http("POST", "/auth/register", {"email": f"bench{time.time_ns()}@example.com", "password": "bench-Quartz-4417-violin"})
+        reg = register()
         token = reg["access_token"]
         email = reg["user"]["email"]
         uid = reg["user"]["id"]
@@ -512,7 +519,7 @@ def main():
         settle(db_url)
         # Logins while /health/live is probed at a modest rate beside them
         # (an unthrottled prober would take the CPU the logins need).
-        login_body = {"email": email, "password": "bench-Quartz-4417-violin"}
+        login_body = {"email": email, "password": PASSWORD}
         # Twice as long: at half a second per login, the requests cut off at
         # the end of a short run are a visible share of the count.
         prober = subprocess.Popen([sys.executable, __file__, "--probe", str(2 * secs)], stdout=subprocess.PIPE,

@@ -6,7 +6,6 @@ a CHECKPOINT, warms up for 2 s and runs POST /analytics/events for SECS
 averages. Not part of CI:
 `BINS=before=/path/a,after=/path/b BENCH_DRIVER=events_ab.py .ci/bench.sh`."""
 import os
-import time
 
 import bench as B
 
@@ -19,8 +18,7 @@ env = {"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
 res = {name: [] for name, _ in BINS}
 for r, name, _ in B.alternated(BINS, ROUNDS):
     with B.serving(env):
-        uid = B.http("POST", "/auth/register", {"email": f"e{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})["user"]["id"]
+        uid = B.register("e")["user"]["id"]
         script = B.lua("POST", {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}})
         B.psql(db, "CHECKPOINT")
         B.wrk("/analytics/events", script, 2, conns=64)

@@ -12,7 +12,6 @@ the order flipped every round, and the means at the end.
 """
 
 import os
-import time
 
 import bench as B
 
@@ -30,9 +29,7 @@ def main():
     db = os.environ["BENCH_DATABASE_URL"]
     proc = B.start_server({"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]})
     try:
-        reg = B.http("POST", "/auth/register", {"email": f"ab{time.time_ns()}@example.com",
-                                                "password": "bench-Quartz-4417-violin"})
-        uid = reg["user"]["id"]
+        uid = B.register("ab")["user"]["id"]
         script = B.batch_script(uid)
         B.wrk("/analytics/metrics/batch", script, 3, conns=4)  # warm-up
         res = {"btree": [], "brin": []}

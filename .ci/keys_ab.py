@@ -38,8 +38,7 @@ for r in range(ROUNDS):
     for name, url in order:
         proc = B.start_server({"DATABASE_URL": url, "REDIS_URL": redis})
         try:
-            uid = B.http("POST", "/auth/register", {"email": f"k{time.time_ns()}@example.com",
-                                                   "password": "bench-Quartz-4417-violin"})["user"]["id"]
+            uid = B.register("k")["user"]["id"]
             lua = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
             lua.write(f'''wrk.method = "POST"
 wrk.headers["X-API-Key"] = "{B.API_KEY}"

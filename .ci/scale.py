@@ -35,9 +35,7 @@ psql = B.psql
 
 def register():
     """A new account's user id."""
-    reg = B.http("POST", "/auth/register", {"email": f"scale{time.time_ns()}@example.com",
-                                            "password": "bench-Quartz-4417-violin"})
-    return reg["user"]["id"]
+    return B.register("scale")["user"]["id"]
 
 
 def stop(proc):

@@ -8,7 +8,6 @@ than the rates on this shared machine. Not part of CI:
 `BINS=before=/path/a,after=/path/b BENCH_DRIVER=verify_ab.py .ci/bench.sh`
 (bench.sh builds target/release first; a build named in BINS is used as is)."""
 import os
-import time
 
 import bench as B
 
@@ -37,8 +36,7 @@ def measure(pid, path, script):
 res = {name: [] for name, _ in BINS}
 for r, name, _ in B.alternated(BINS, ROUNDS):
     with B.serving(env) as proc:
-        token = B.http("POST", "/auth/register", {"email": f"v{time.time_ns()}@example.com",
-                                                  "password": "bench-Quartz-4417-violin"})["access_token"]
+        token = B.register("v")["access_token"]
         live = measure(proc.pid, "/health/live", B.lua("GET"))
         verify = measure(proc.pid, "/auth/verify", B.lua("GET", headers={"Authorization": f"Bearer {token}"}))
     res[name].append((live, verify))

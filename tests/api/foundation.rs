@@ -2,7 +2,6 @@
 
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpResponse, test as atest, web};
-use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -468,18 +467,13 @@ async fn connections_the_database_closed_are_replaced() {
     let admin = sea_orm::Database::connect(app.env["DATABASE_URL"].as_str())
         .await
         .unwrap();
-    let ended = || async {
-        let row = admin
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
-                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
-                 AND backend_type = 'client backend'",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<i64>("", "n").unwrap()
+    let ended = || {
+        scalar_on(
+            &admin,
+            "SELECT COUNT(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND backend_type = 'client backend'",
+        )
     };
     // The writer's connection is closed under it: its group is retried.
     assert!(ended().await > 0);

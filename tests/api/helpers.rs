@@ -366,16 +366,7 @@ impl TestApp {
 
     /// A query's single integer column `n`.
     pub async fn scalar(&self, sql: &str) -> i64 {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                self.db.get_database_backend(),
-                sql.to_string(),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get("", "n").unwrap()
+        scalar_on(&self.db, sql).await
     }
 
     /// Rows in `table` that match `condition`.
@@ -451,6 +442,19 @@ impl Drop for TestApp {
 }
 
 /// Status and JSON body, for assertions on both.
+/// The `n` column of a query's one row, read through `db`.
+pub async fn scalar_on(db: &DatabaseConnection, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_string(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    row.try_get("", "n").unwrap()
+}
+
 pub async fn json(resp: Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();

@@ -755,18 +755,11 @@ async fn a_stop_does_not_wait_for_a_running_job() {
         .execute_unprepared("LOCK TABLE platform_analytics_usage IN ACCESS EXCLUSIVE MODE")
         .await
         .unwrap();
-    let waiting = || async {
-        app.db
-            .query_one_raw(Statement::from_string(
-                app.db.get_database_backend(),
-                "SELECT count(*) AS n FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get::<i64>("", "n")
-            .unwrap()
+    let waiting = || {
+        app.scalar(
+            "SELECT count(*) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
     };
     let mut blocked = false;
     for _ in 0..100 {
