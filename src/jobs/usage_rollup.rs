@@ -247,6 +247,7 @@ pub(super) async fn run_once(
     for chunk in open.chunks(GAPS_PER_QUERY) {
         let mut rows = gap_rows(&txn, chunk).await?;
         while let Some(m) = rows.next().await {
+            tokio::task::coop::consume_budget().await;
             let m = m?;
             found.push(m.id);
             tally(&mut days, prices, &m);
@@ -266,6 +267,9 @@ pub(super) async fn run_once(
             .stream(&txn)
             .await?;
         while let Some(m) = rows.next().await {
+            // A buffered stream never waits, so without this a long run
+            // would hold its thread, and the ingest writer behind it.
+            tokio::task::coop::consume_budget().await;
             let m = m?;
             if m.id > next {
                 gaps.push((next, m.id - 1, now));
