@@ -50,6 +50,7 @@ struct Raw {
     body_timeout: u64,
     max_header_bytes: usize,
     workers: usize,
+    background_threads: usize,
 
     api_key: SecretString,
     api_keys: SecretString,
@@ -222,6 +223,7 @@ impl Settings {
             body_timeout: Duration::from_secs(r.body_timeout),
             max_header_bytes: r.max_header_bytes,
             workers: r.workers,
+            background_threads: r.background_threads,
             cors_origins: cors_origins(&r.cors_origins)?,
             trusted_proxies: trusted_proxies(&r.trusted_proxies)?,
         };
@@ -234,6 +236,11 @@ impl Settings {
             (1024..=64 * 1024 * 1024).contains(&r.json_body_limit),
             "json_body_limit",
             "must be between 1024 and 67108864 bytes",
+        )?;
+        ensure(
+            (1..=256).contains(&r.background_threads),
+            "background_threads",
+            "must be between 1 and 256",
         )?;
         ensure(
             r.shutdown_timeout <= 3600,

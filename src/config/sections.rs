@@ -79,6 +79,8 @@ pub struct HttpSettings {
     pub max_header_bytes: usize,
     /// 0: one per core.
     pub workers: usize,
+    /// Threads of the runtime the ingest writers, jobs and listeners share.
+    pub background_threads: usize,
     /// `None`: any origin, without credentials.
     pub cors_origins: Option<Vec<String>>,
     pub trusted_proxies: Vec<IpNet>,

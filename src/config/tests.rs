@@ -27,6 +27,7 @@ fn defaults_load_with_an_empty_environment() {
     assert!(s.api_keys.required);
     assert!(s.database.url.is_none());
     assert_eq!(s.auth.jwt.expires_in, Duration::from_secs(86_400));
+    assert_eq!(s.http.background_threads, 1);
 }
 
 #[test]
@@ -100,6 +101,10 @@ fn bad_values_name_their_key() {
     assert_eq!(err.key, "ENVIRONMENT");
     let err = Settings::load_with(Some(env(&[("TRUSTED_PROXIES", "10.0.0.0/33")]))).unwrap_err();
     assert_eq!(err.key, "TRUSTED_PROXIES");
+    let err = Settings::load_with(Some(env(&[("BACKGROUND_THREADS", "0")]))).unwrap_err();
+    assert_eq!(err.key, "BACKGROUND_THREADS");
+    let s = Settings::load_with(Some(env(&[("BACKGROUND_THREADS", "3")]))).unwrap();
+    assert_eq!(s.http.background_threads, 3);
 }
 
 #[test]
