@@ -180,6 +180,7 @@ async fn run(
     helper: bool,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut held = store::Held::default();
     loop {
         if helper {
             // Helpers leave draining at shutdown to the first writer.
@@ -187,6 +188,7 @@ async fn run(
                 break;
             }
             if queue.queued.load(Ordering::Relaxed) < HELPER_BACKLOG {
+                held.release();
                 tokio::select! {
                     _ = tokio::time::sleep(HELPER_POLL) => {}
                     _ = wait_for_stop(&mut shutdown) => {}
@@ -203,6 +205,9 @@ async fn run(
                 Err(_) => continue,
             }
         } else {
+            if rx.is_empty() {
+                held.release();
+            }
             tokio::select! {
                 job = rx.recv() => job,
                 _ = wait_for_stop(&mut shutdown) => None,
@@ -219,7 +224,7 @@ async fn run(
             if !rest.is_empty() {
                 tracing::info!(jobs = rest.len(), "draining the ingest queue");
                 for chunk in chunk_jobs(rest, max_rows) {
-                    process(&db, &live, chunk).await;
+                    process(&db, &mut held, &live, chunk).await;
                 }
             }
             break;
@@ -237,7 +242,7 @@ async fn run(
         }
         drop(rx);
         queue.taken(rows);
-        process(&db, &live, jobs).await;
+        process(&db, &mut held, &live, jobs).await;
     }
     tracing::info!("ingest writer stopped");
 }
@@ -268,12 +273,17 @@ fn chunk_jobs(jobs: Vec<Job>, max_rows: usize) -> Vec<Vec<Job>> {
 /// Commits a group, retrying while the database is unreachable and each
 /// job's deadline allows. A data error in the group falls back to one
 /// commit per job, so one bad request cannot fail its neighbours.
-async fn process(db: &DatabaseConnection, live: &LiveFeed, mut jobs: Vec<Job>) {
+async fn process(
+    db: &DatabaseConnection,
+    held: &mut store::Held,
+    live: &LiveFeed,
+    mut jobs: Vec<Job>,
+) {
     let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
     let mut backoff = Duration::from_millis(50);
     loop {
         let start = Instant::now();
-        match store::commit(db, &jobs, live.wanted()).await {
+        match store::commit(db, held, &jobs, live.wanted()).await {
             Ok(mut stored) => {
                 // Committed: only now may subscribers see them.
                 live.publish(std::mem::take(&mut stored.new_events));
@@ -304,7 +314,7 @@ async fn process(db: &DatabaseConnection, live: &LiveFeed, mut jobs: Vec<Job>) {
             Err(e) if jobs.len() > 1 => {
                 tracing::warn!(error = %e, "group commit failed; committing its requests one by one");
                 for job in jobs {
-                    Box::pin(process(db, live, vec![job])).await;
+                    Box::pin(process(db, held, live, vec![job])).await;
                 }
                 return;
             }

@@ -4,6 +4,8 @@
 
 mod postgres;
 
+pub(super) use postgres::Held;
+
 use std::collections::HashMap;
 
 use sea_orm::ActiveValue::{NotSet, Set};
@@ -30,6 +32,7 @@ pub(super) struct Committed {
 
 pub(super) async fn commit(
     db: &DatabaseConnection,
+    held: &mut Held,
     jobs: &[Job],
     want_new: bool,
 ) -> Result<Committed, DbErr> {
@@ -43,7 +46,7 @@ pub(super) async fn commit(
     }
     let (plan, stored, metrics) = if db.get_database_backend() == DbBackend::Postgres {
         let plan = EventPlan::new(db, &new_events).await?;
-        let (stored, metrics) = postgres::write(db, &new_events, &plan, &new_metrics).await?;
+        let (stored, metrics) = postgres::write(db, held, &new_events, &plan, &new_metrics).await?;
         (plan, stored, metrics)
     } else {
         let txn = crate::db::begin_write(db).await?;

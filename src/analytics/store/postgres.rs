@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
-use sea_orm::sqlx;
+use sea_orm::sqlx::{self, PgConnection, PgPool, pool::PoolConnection};
 use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbBackend, DbErr, FromQueryResult, RuntimeErr, Statement,
 };
@@ -103,11 +104,44 @@ WITH e AS (
 SELECT (SELECT array_agg(id) FROM e), (SELECT array_agg(id) FROM m)
 "#;
 
+/// A writer's connection, kept from one group to the next while groups
+/// follow each other: through the pool, each group also paid the ping sqlx
+/// sends when a connection goes back, one more round trip. A writer with
+/// nothing queued gives it back, so an idle server holds none.
+#[derive(Default)]
+pub(in crate::analytics) struct Held(Option<(PoolConnection<sqlx::Postgres>, Instant)>);
+
+/// Even under load a held connection goes back this often, so the pool's
+/// lifetime rules still reach it.
+const HOLD_AT_MOST: Duration = Duration::from_secs(60);
+
+impl Held {
+    pub(in crate::analytics) fn release(&mut self) {
+        self.0 = None;
+    }
+
+    async fn get(&mut self, pool: &PgPool) -> Result<&mut PgConnection, sqlx::Error> {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() >= HOLD_AT_MOST)
+        {
+            self.0 = None;
+        }
+        let (conn, _) = match &mut self.0 {
+            Some(held) => held,
+            empty => empty.insert((pool.acquire().await?, Instant::now())),
+        };
+        Ok(&mut **conn)
+    }
+}
+
 /// Writes the plan's fresh events, every metric and their counters; answers
 /// the events stored now (by index into the group) and each metric in
-/// group order.
+/// group order. A failed write gives its connection back.
 pub(super) async fn write(
     db: &DatabaseConnection,
+    held: &mut Held,
     events: &[&NewEvent],
     plan: &EventPlan<'_>,
     metrics: &[&NewMetric],
@@ -119,10 +153,18 @@ pub(super) async fn write(
     query = bind_type_users(query, &fresh);
     query = bind_costs(query, metrics);
     query = query.bind(key_generations::targets(now()));
-    let (event_ids, metric_ids) = query
-        .fetch_one(db.get_postgres_connection_pool())
+    let sqlx_err = |e| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e)));
+    let conn = held
+        .get(db.get_postgres_connection_pool())
         .await
-        .map_err(|e| DbErr::Query(RuntimeErr::SqlxError(Arc::new(e))))?;
+        .map_err(sqlx_err)?;
+    let (event_ids, metric_ids) = match query.fetch_one(conn).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            held.release();
+            return Err(sqlx_err(e));
+        }
+    };
 
     // Identity values rise in insertion order, which is the arrays' order:
     // sorted, they pair with the rows whatever order RETURNING used.
