@@ -4,13 +4,16 @@
 extra settings), runs 1,000-metric batches for 10 s with CONNS (4)
 connections and prints:
 - the cores each kind of process kept busy (the server, Postgres backends,
-  each Postgres helper by its title), from /proc;
+  each Postgres helper by its title), from /proc; wrk, which ends before
+  the count, is left out;
 - the writer's groups: rows per group and the average commit as the server
   timed it (`ingest_commit_duration_seconds`);
 - the executor's share of it, from pg_stat_statements when the server was
   started with it preloaded:
   PG_EXTRA_OPTS="-c fsync=on -c shared_preload_libraries=pg_stat_statements";
 then copies as many rows with `psql \\copy` and prints the ratio.
+SCENARIO=events does the same for durable single events (64 connections,
+no preload, no copy), as the benchmark sends them.
 Not part of CI: `[BIN=/path] BENCH_DRIVER=batch_split.py .ci/bench.sh`."""
 import collections
 import os
@@ -69,32 +72,42 @@ def ingest_metrics():
                                "ingest_batch_rows_sum")]
 
 
+EVENTS = os.environ.get("SCENARIO", "batches") == "events"
 db = B.fresh_database(os.environ["BENCH_DATABASE_URL"], "batch_split")
 env = {"DATABASE_URL": db, "REDIS_URL": os.environ["BENCH_REDIS_URL"]}
 env.update(kv.split("=", 1) for kv in os.environ.get("ENV", "").split())
-with B.serving(env):
-    B.load_rows(db, 0, int(os.environ.get("PRELOAD", "1000000")), 1, days=1)
-    B.settle(db)
+if not EVENTS:
+    with B.serving(env):
+        B.load_rows(db, 0, int(os.environ.get("PRELOAD", "1000000")), 1, days=1)
+        B.settle(db)
 statements = "pg_stat_statements" in B.psql(db, "SHOW shared_preload_libraries")
 if statements:
     B.psql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+path = "/analytics/events" if EVENTS else "/analytics/metrics/batch"
+conns = int(os.environ.get("CONNS", "64" if EVENTS else "4"))
 for r in range(int(os.environ.get("ROUNDS", "2"))):
     with B.serving(env):
         uid = B.register("b")["user"]["id"]
-        script = B.batch_script(uid)
-        B.wrk("/analytics/metrics/batch", script, 2, conns=4)
+        if EVENTS:
+            script = B.lua("POST", {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}})
+            B.psql(db, "CHECKPOINT")
+        else:
+            script = B.batch_script(uid)
+        B.wrk(path, script, 2, conns=conns)
         if statements:
             B.psql(db, "SELECT pg_stat_statements_reset()")
         start = ingest_metrics()
-        out = busy_during(lambda: B.wrk("/analytics/metrics/batch", script, SECS,
-                                        conns=int(os.environ.get("CONNS", "4")), timeout=5))
+        out = busy_during(lambda: B.wrk(path, script, SECS, conns=conns, timeout=5))
         groups, seconds, rows = (b - a for a, b in zip(start, ingest_metrics()))
-        line = f"  {groups:.0f} groups of {rows / groups:.0f} rows, commit {seconds / groups * 1000:.1f} ms each"
+        line = f"  {groups:.0f} groups of {rows / groups:.1f} rows, commit {seconds / groups * 1000:.2f} ms each"
         if statements:
             executing = float(B.psql(db, "SELECT sum(total_exec_time) FROM pg_stat_statements "
                                          "WHERE query LIKE 'WITH e AS (%'"))
-            line += f", of which the statement executed {executing / groups:.1f} ms"
+            line += f", of which the statement executed {executing / groups:.2f} ms"
         print(line)
+        if EVENTS:
+            print(f"round {r}: {out['rps']:.0f} events/s, p99 {out['p99_ms']} ms", flush=True)
+            continue
         rate = out["rps"] * 1000
         copy = B.copy_rate(db, uid, int(rate * SECS))
     print(f"round {r}: batches {rate:.0f} metrics/s, psql \\copy {copy:.0f} rows/s, ratio {rate / copy:.0%}",
