@@ -21,7 +21,7 @@ use crate::config::DatabaseSettings;
 /// ingest group and each read, on connections that were in use a moment ago.
 /// A dead hot connection still fails its first statement, which callers
 /// already answer as the database being unavailable (ingest retries it).
-pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<DatabaseConnection> {
     let url = match &settings.url {
