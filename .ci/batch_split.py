@@ -89,7 +89,7 @@ for r in range(int(os.environ.get("ROUNDS", "2"))):
     with B.serving(env):
         uid = B.register("b")["user"]["id"]
         if EVENTS:
-            script = B.lua("POST", {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}})
+            script = B.lua("POST", B.event_body(uid))
             B.psql(db, "CHECKPOINT")
         else:
             script = B.batch_script(uid)

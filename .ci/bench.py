@@ -309,6 +309,11 @@ def copy_rate(db_url, uid, rows):
     return rows / elapsed
 
 
+def event_body(uid):
+    """The single event the benchmark's event scenarios send."""
+    return {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
+
+
 def batch_script(uid):
     """wrk's script for the batch scenario: 1,000 metrics of one name and user."""
     return lua("POST", {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
@@ -467,7 +472,7 @@ def main():
         run("GET /auth/verify (managed API key)", "/auth/verify",
             lua("GET", headers={"Authorization": f"Bearer {token}"}, key=managed))
         results.append(revocation_spread(backends, email, 20 if args.quick else 100))
-        event = {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
+        event = event_body(uid)
         full = run("POST /analytics/events", "/analytics/events", lua("POST", event), conns=64, unit="events/s")
         # Half the measured rate: 32 connections, each pausing between requests.
         # A short calibration run measures the latency the pause must leave

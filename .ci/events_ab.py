@@ -19,7 +19,7 @@ res = {name: [] for name, _ in BINS}
 for r, name, _ in B.alternated(BINS, ROUNDS):
     with B.serving(env):
         uid = B.register("e")["user"]["id"]
-        script = B.lua("POST", {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}})
+        script = B.lua("POST", B.event_body(uid))
         B.psql(db, "CHECKPOINT")
         B.wrk("/analytics/events", script, 2, conns=64)
         out = B.wrk("/analytics/events", script, SECS, conns=64)

@@ -48,11 +48,8 @@ NAMES = ("api_calls", "tokens_used", "cost_usd", "latency_ms")
 
 
 def ingest(uid, label):
-    event = {"event_type": "bench", "user_id": uid, "event_data": {"k": "v"}}
-    ev = B.wrk("/analytics/events", B.lua("POST", event), SECS, conns=64)
-    batch = {"metrics": [{"metric_name": "api_calls", "metric_value": 1, "user_id": uid, "endpoint": "/x"}
-                         for _ in range(1000)]}
-    mb = B.wrk("/analytics/metrics/batch", B.lua("POST", batch), SECS, conns=4)
+    ev = B.wrk("/analytics/events", B.lua("POST", B.event_body(uid)), SECS, conns=64)
+    mb = B.wrk("/analytics/metrics/batch", B.batch_script(uid), SECS, conns=4)
     # One name and one user put every insert into an empty table on its
     # indexes' rightmost leaves, and into the stored one mid-tree (README,
     # fifth 50M run); batches that mix names and users like the loaded rows
