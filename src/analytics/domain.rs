@@ -85,6 +85,8 @@ pub struct Limits {
     pub json_max_bytes: usize,
     pub oldest: NaiveDateTime,
     pub newest: NaiveDateTime,
+    /// When the request was read: the time of its rows that carry none.
+    pub received: NaiveDateTime,
 }
 
 impl Limits {
@@ -97,12 +99,15 @@ impl Limits {
             oldest: now - Duration::days(i64::from(settings.retention_days.max(2) - 1)),
             newest: now
                 + Duration::from_std(settings.clock_skew).unwrap_or_else(|_| Duration::zero()),
+            received: now,
         }
     }
 
-    /// A client timestamp inside the window, or now when absent.
+    /// A client timestamp inside the window, or the request's when absent.
     pub fn timestamp(&self, value: Option<DateTime<Utc>>) -> Result<NaiveDateTime, Invalid> {
-        let Some(ts) = value else { return Ok(now()) };
+        let Some(ts) = value else {
+            return Ok(self.received);
+        };
         let ts = micros(ts);
         if ts < self.oldest || ts > self.newest {
             return Err(Invalid::new(
@@ -115,8 +120,12 @@ impl Limits {
     /// A JSON object within the size limit (absent is `{}`).
     pub fn object(&self, field: &str, value: Option<Map<String, Value>>) -> Result<Value, Invalid> {
         let value = Value::Object(value.unwrap_or_default());
-        let size = serde_json::to_vec(&value).map_or(usize::MAX, |v| v.len());
-        if size > self.json_max_bytes {
+        // Counted, not written out: most batch items carry `{}` or a few keys.
+        let mut size = ByteCount(0);
+        if serde_json::to_writer(&mut size, &value).is_err() {
+            size.0 = usize::MAX;
+        }
+        if size.0 > self.json_max_bytes {
             return Err(Invalid::new(format!(
                 "{field} must be at most {} bytes of JSON",
                 self.json_max_bytes
@@ -131,6 +140,20 @@ impl Limits {
             ))),
             Ok(()) => Ok(value),
         }
+    }
+}
+
+/// The length of what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -362,6 +385,35 @@ mod tests {
         assert_eq!(page(1000).unwrap().limit, 1000);
         assert!(days(Some(0)).is_err());
         assert_eq!(days(None).unwrap(), 30);
+    }
+
+    #[test]
+    fn objects_are_measured_as_stored_and_rows_without_time_take_the_requests() {
+        let received =
+            NaiveDateTime::parse_from_str("2026-01-02 03:04:05", "%Y-%m-%d %H:%M:%S").unwrap();
+        let map = |v: serde_json::Value| v.as_object().cloned();
+        let doc = serde_json::json!({"model": "gpt", "n": [1, 2.5], "s": "é\""});
+        let size = serde_json::to_vec(&doc).unwrap().len();
+        let limits = |max| Limits {
+            json_max_bytes: max,
+            oldest: received - Duration::days(1),
+            newest: received,
+            received,
+        };
+        assert_eq!(
+            limits(size).object("labels", map(doc.clone())).unwrap(),
+            doc
+        );
+        let over = limits(size - 1).object("labels", map(doc)).unwrap_err();
+        assert_eq!(
+            over.0,
+            format!("labels must be at most {} bytes of JSON", size - 1)
+        );
+        assert_eq!(
+            limits(2).object("labels", None).unwrap(),
+            serde_json::json!({})
+        );
+        assert_eq!(limits(2).timestamp(None).unwrap(), received);
     }
 
     #[test]

@@ -337,7 +337,11 @@ fn answer(rows: Rows, stored: &mut store::Committed) {
             let _ = reply.send(Ok(mine));
         }
         Rows::Metrics(v, reply) => {
-            let mine: Vec<Metric> = stored.metrics.by_ref().take(v.len()).collect();
+            let mine: Vec<Metric> = v
+                .into_iter()
+                .zip(stored.metric_ids.by_ref())
+                .map(|(m, id)| store::stored_metric(id, m))
+                .collect();
             ::metrics::counter!("ingest_rows_total", "kind" => "metric")
                 .increment(mine.len() as u64);
             let _ = reply.send(Ok(mine));

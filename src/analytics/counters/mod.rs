@@ -12,7 +12,7 @@ use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement, Value};
 
 use super::pricing::TokenType;
 use super::{Event, Metric};
-use crate::time::{Grain, ceil, trunc};
+use crate::time::{Grain, Truncator, ceil, trunc};
 
 mod reads;
 pub use reads::*;
@@ -108,9 +108,10 @@ pub(super) fn event_buckets<'a>(
     grain: Grain,
 ) -> BTreeMap<(NaiveDateTime, &'a str), i64> {
     let mut counts = BTreeMap::new();
+    let mut bucket = Truncator::new(grain.step());
     for (timestamp, event_type) in rows {
         *counts
-            .entry((trunc(timestamp, grain.step()), event_type))
+            .entry((bucket.trunc(timestamp), event_type))
             .or_default() += 1;
     }
     counts
@@ -120,8 +121,9 @@ pub(super) fn event_buckets<'a>(
 pub(super) fn user_hours(
     rows: impl IntoIterator<Item = (NaiveDateTime, Option<i32>)>,
 ) -> BTreeSet<(NaiveDateTime, i32)> {
+    let mut hour = Truncator::new(Grain::Hour.step());
     rows.into_iter()
-        .filter_map(|(timestamp, user)| user.map(|u| (trunc(timestamp, Grain::Hour.step()), u)))
+        .filter_map(|(timestamp, user)| user.map(|u| (hour.trunc(timestamp), u)))
         .collect()
 }
 
@@ -140,9 +142,10 @@ pub(super) fn last_hours(hours: &BTreeSet<(NaiveDateTime, i32)>) -> BTreeMap<i32
 pub(super) fn type_user_hours<'a>(
     rows: impl IntoIterator<Item = (NaiveDateTime, &'a str, Option<i32>)>,
 ) -> BTreeSet<(NaiveDateTime, &'a str, i32)> {
+    let mut hour = Truncator::new(Grain::Hour.step());
     rows.into_iter()
         .filter_map(|(timestamp, event_type, user)| {
-            user.map(|u| (trunc(timestamp, Grain::Hour.step()), event_type, u))
+            user.map(|u| (hour.trunc(timestamp), event_type, u))
         })
         .collect()
 }
@@ -222,10 +225,11 @@ pub(super) fn cost_buckets<'a, M: CostKey + 'a>(
     grain: Grain,
 ) -> BTreeMap<(NaiveDateTime, String, &'static str), (i64, f64)> {
     let mut sums: BTreeMap<_, (i64, f64)> = BTreeMap::new();
+    let mut bucket = Truncator::new(grain.step());
     for (timestamp, model, kind, tokens, dollars) in rows.into_iter().filter_map(CostKey::cost_key)
     {
         let slot = sums
-            .entry((trunc(timestamp, grain.step()), model, kind))
+            .entry((bucket.trunc(timestamp), model, kind))
             .or_default();
         slot.0 = slot.0.saturating_add(tokens);
         slot.1 += dollars;
@@ -240,10 +244,11 @@ pub(super) fn metric_buckets<'a, M: MetricKey + 'a>(
     grain: Grain,
 ) -> BTreeMap<(NaiveDateTime, &'a str, &'a str), (i64, f64)> {
     let mut sums: BTreeMap<_, (i64, f64)> = BTreeMap::new();
+    let mut bucket = Truncator::new(grain.step());
     for row in rows {
         let (timestamp, name, endpoint, value) = row.key();
         let slot = sums
-            .entry((trunc(timestamp, grain.step()), name, endpoint.unwrap_or("")))
+            .entry((bucket.trunc(timestamp), name, endpoint.unwrap_or("")))
             .or_default();
         slot.0 += 1;
         slot.1 += value;
@@ -313,7 +318,10 @@ pub async fn add_events<C: ConnectionTrait>(conn: &C, rows: &[&Event]) -> Result
     .await
 }
 
-pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Result<(), DbErr> {
+pub async fn add_metrics<C: ConnectionTrait>(
+    conn: &C,
+    rows: &[&super::NewMetric],
+) -> Result<(), DbErr> {
     for grain in STORED {
         let table = costs_table(grain);
         upsert(
@@ -325,7 +333,7 @@ pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Resul
                  dollars = {table}.dollars + excluded.dollars"
             ),
             5,
-            cost_buckets(rows, grain)
+            cost_buckets(rows.iter().copied(), grain)
                 .into_iter()
                 .map(|((b, model, kind), (tokens, dollars))| {
                     vec![
@@ -341,7 +349,7 @@ pub async fn add_metrics<C: ConnectionTrait>(conn: &C, rows: &[Metric]) -> Resul
         .await?;
     }
     for grain in STORED {
-        let sums = metric_buckets(rows, grain);
+        let sums = metric_buckets(rows.iter().copied(), grain);
         let table = metrics_table(grain);
         upsert(
             conn,

@@ -22,11 +22,11 @@ use crate::entity::{events, metrics};
 /// below the bind-parameter limits. Postgres inserts a group as arrays.
 pub(super) const ROWS_PER_STATEMENT: usize = 1000;
 
-/// A group's stored rows, in job order, and the events stored by it (not
-/// before) in id order when asked for.
+/// A group's stored events and metric ids, in job order, and the events
+/// stored by it (not before) in id order when asked for.
 pub(super) struct Committed {
     pub(super) events: std::vec::IntoIter<Event>,
-    pub(super) metrics: std::vec::IntoIter<Metric>,
+    pub(super) metric_ids: std::vec::IntoIter<i64>,
     pub(super) new_events: Vec<Event>,
 }
 
@@ -53,7 +53,7 @@ pub(super) async fn commit(
         let plan = EventPlan::new(&txn, &new_events).await?;
         let stored = insert_events(&txn, &new_events, &plan).await?;
         let metrics = insert_metrics(&txn, &new_metrics).await?;
-        counters::add_metrics(&txn, &metrics).await?;
+        counters::add_metrics(&txn, &new_metrics).await?;
         txn.commit().await?;
         (plan, stored, metrics)
     };
@@ -64,7 +64,7 @@ pub(super) async fn commit(
     };
     Ok(Committed {
         events: plan.answers(&new_events, &stored).into_iter(),
-        metrics: metrics.into_iter(),
+        metric_ids: metrics.into_iter(),
         new_events: fresh,
     })
 }
@@ -183,10 +183,8 @@ async fn insert_events(
     Ok(stored)
 }
 
-async fn insert_metrics(
-    txn: &DatabaseTransaction,
-    rows: &[&NewMetric],
-) -> Result<Vec<Metric>, DbErr> {
+/// Inserts the metrics; answers their ids in order.
+async fn insert_metrics(txn: &DatabaseTransaction, rows: &[&NewMetric]) -> Result<Vec<i64>, DbErr> {
     let mut out = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let models = chunk.iter().map(|m| metrics::ActiveModel {
@@ -207,21 +205,23 @@ async fn insert_metrics(
         if keys.len() != chunk.len() {
             return Err(DbErr::Custom("insert returned fewer ids than rows".into()));
         }
-        out.extend(chunk.iter().zip(keys).map(|(m, id)| stored_metric(id, m)));
+        out.extend(keys);
     }
     Ok(out)
 }
 
-pub(super) fn stored_metric(id: i64, m: &NewMetric) -> Metric {
+/// A metric as stored, from its new row (moved: a batch's texts are not
+/// copied again).
+pub(super) fn stored_metric(id: i64, m: NewMetric) -> Metric {
     Metric {
         id,
-        metric_name: m.metric_name.clone(),
+        metric_name: m.metric_name,
         metric_value: m.metric_value,
         metric_type: m.metric_type.as_str().to_string(),
         user_id: m.user_id,
-        service_name: m.service_name.clone(),
-        endpoint: m.endpoint.clone(),
-        labels: m.labels.clone(),
+        service_name: m.service_name,
+        endpoint: m.endpoint,
+        labels: m.labels,
         timestamp: m.timestamp,
         api_key_id: m.api_key_id,
     }
