@@ -8,8 +8,7 @@ use actix_web::http::{StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, web};
 use futures_util::future::LocalBoxFuture;
-use serde::de::DeserializeOwned;
-use serde_json::value::RawValue;
+use serde::de::{self, DeserializeOwned};
 
 use super::bounded::{self, JsonLimits};
 use super::json_error;
@@ -44,10 +43,18 @@ fn json_error_handler(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::E
             StatusCode::UNPROCESSABLE_ENTITY,
             "Expected a JSON body (Content-Type: application/json)".into(),
         ),
-        JsonPayloadError::Deserialize(e) => reject(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            format!("Invalid JSON body: {e}"),
-        ),
+        JsonPayloadError::Deserialize(e) => {
+            let detail = e.to_string();
+            let detail = if detail.starts_with(NOT_AN_OBJECT) {
+                NOT_AN_OBJECT
+            } else {
+                &detail
+            };
+            reject(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("Invalid JSON body: {detail}"),
+            )
+        }
         other => reject(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("Invalid JSON body: {other}"),
@@ -107,25 +114,70 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
     type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let raw = web::Json::<Box<RawValue>>::from_request(req, payload);
+        // One pass over the body: `web::Json` deserializes where the body
+        // completes, so the limits are in force around every poll.
+        let mut body = Box::pin(web::Json::<Object<T>>::from_request(req, payload));
         let limits = req.app_data::<JsonLimits>().copied().unwrap_or_default();
         Box::pin(async move {
-            let raw = raw.await?.into_inner();
-            if !raw.get().starts_with('{') {
-                return Err(reject(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "Invalid JSON body: expected an object".into(),
-                ));
-            }
-            bounded::with_limits(limits, || serde_json::from_str(raw.get()))
-                .map(Json)
-                .map_err(|e| {
-                    reject(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        format!("Invalid JSON body: {e}"),
-                    )
-                })
+            let web::Json(Object(value)) =
+                std::future::poll_fn(|cx| bounded::with_limits(limits, || body.as_mut().poll(cx)))
+                    .await?;
+            Ok(Json(value))
         })
+    }
+}
+
+/// The refusal of a body that is JSON but not an object.
+const NOT_AN_OBJECT: &str = "expected an object";
+
+/// `T` read from a JSON object and from nothing else.
+struct Object<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ObjectVisitor(std::marker::PhantomData))
+    }
+}
+
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: serde::Deserialize<'de>> de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = Object<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+        T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Object)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Object<T>, A::Error> {
+        Err(de::Error::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Object<T>, E> {
+        Err(E::custom(NOT_AN_OBJECT))
     }
 }
 

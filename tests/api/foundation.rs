@@ -196,6 +196,20 @@ async fn bodies_must_be_objects_and_urls_free_of_nul() {
         expect_error(resp, 422).await,
         "Invalid JSON body: expected an object"
     );
+    for body in [r#""text""#, "42", "-1", "1.5", "null", "true", " [ ] "] {
+        let resp = app
+            .post("/analytics/metrics/batch")
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(resp, 422).await,
+            "Invalid JSON body: expected an object",
+            "{body}"
+        );
+    }
     let resp = app
         .post("/auth/login")
         .json(&serde_json::json!({"email": "array@example.com", "password": "password123"}))

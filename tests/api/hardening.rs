@@ -221,3 +221,55 @@ async fn hostile_json_is_refused_before_it_is_built() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["event_data"], data);
 }
+
+/// The body is read in one pass, while the configured limits are in force
+/// (they are set around the extractor's polls, not around a second parse).
+#[tokio::test]
+async fn configured_json_limits_hold_in_single_items_and_batches() {
+    let app = spawn_app_with(&[("JSON_MAX_KEYS", "3")]).await;
+    let four: serde_json::Map<String, Value> =
+        (0..4).map(|i| (format!("k{i}"), json!(i))).collect();
+    let three: serde_json::Map<String, Value> =
+        (0..3).map(|i| (format!("k{i}"), json!(i))).collect();
+    let (status, body) = app
+        .post_json(
+            "/analytics/events",
+            json!({"event_type": "e", "event_data": four}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 keys"),
+        "{body}"
+    );
+    let (status, body) = app
+        .post_json(
+            "/analytics/metrics/batch",
+            json!({"metrics": [
+                {"metric_name": "m", "metric_value": 1, "labels": three},
+                {"metric_name": "m", "metric_value": 2, "labels": four},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("more than 3 keys"),
+        "{body}"
+    );
+    assert_eq!(app.count("platform_analytics_events").await, 0);
+    assert_eq!(app.count("platform_analytics_metrics").await, 0);
+    let (status, body) = app
+        .post_json(
+            "/analytics/metrics/batch",
+            json!({"metrics": [{"metric_name": "m", "metric_value": 1, "labels": three}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.count("platform_analytics_metrics").await, 1);
+}
