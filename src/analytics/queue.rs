@@ -25,12 +25,31 @@ const HELPER_BACKLOG: usize = ROWS_PER_STATEMENT;
 /// How often an idle helper looks at the backlog.
 const HELPER_POLL: Duration = Duration::from_millis(2);
 
-type Reply<T> = oneshot::Sender<Result<Vec<T>, IngestError>>;
+type Reply<T> = oneshot::Sender<Result<T, IngestError>>;
 
 /// A request's rows and where its answer goes, typed by kind.
 pub(super) enum Rows {
-    Events(Vec<NewEvent>, Reply<Event>),
-    Metrics(Vec<NewMetric>, Reply<Metric>),
+    Events(Vec<NewEvent>, Reply<Vec<Event>>),
+    Metrics(Vec<NewMetric>, Reply<StoredMetrics>),
+}
+
+/// Committed metrics: the rows as sent, handed back with their ids, so that
+/// building answers from them (or dropping them) is the request's work, not
+/// the writer's.
+#[derive(Debug, Default)]
+pub struct StoredMetrics {
+    pub rows: Vec<NewMetric>,
+    pub ids: Vec<i64>,
+}
+
+impl StoredMetrics {
+    pub fn into_metrics(self) -> Vec<Metric> {
+        self.rows
+            .into_iter()
+            .zip(self.ids)
+            .map(|(m, id)| store::stored_metric(id, m))
+            .collect()
+    }
 }
 
 impl Rows {
@@ -90,9 +109,10 @@ impl IngestHandle {
         self.submit(Rows::Events(rows, reply), rx).await
     }
 
-    pub async fn submit_metrics(&self, rows: Vec<NewMetric>) -> Result<Vec<Metric>, IngestError> {
+    /// Stores metrics; answers them as committed, with their ids.
+    pub async fn submit_metrics(&self, rows: Vec<NewMetric>) -> Result<StoredMetrics, IngestError> {
         if rows.is_empty() {
-            return Ok(vec![]);
+            return Ok(StoredMetrics::default());
         }
         let (reply, rx) = oneshot::channel();
         self.submit(Rows::Metrics(rows, reply), rx).await
@@ -103,8 +123,8 @@ impl IngestHandle {
     async fn submit<T>(
         &self,
         rows: Rows,
-        rx: oneshot::Receiver<Result<Vec<T>, IngestError>>,
-    ) -> Result<Vec<T>, IngestError> {
+        rx: oneshot::Receiver<Result<T, IngestError>>,
+    ) -> Result<T, IngestError> {
         let n = rows.len();
         let job = Job {
             rows,
@@ -337,14 +357,10 @@ fn answer(rows: Rows, stored: &mut store::Committed) {
             let _ = reply.send(Ok(mine));
         }
         Rows::Metrics(v, reply) => {
-            let mine: Vec<Metric> = v
-                .into_iter()
-                .zip(stored.metric_ids.by_ref())
-                .map(|(m, id)| store::stored_metric(id, m))
-                .collect();
+            let ids: Vec<i64> = stored.metric_ids.by_ref().take(v.len()).collect();
             ::metrics::counter!("ingest_rows_total", "kind" => "metric")
-                .increment(mine.len() as u64);
-            let _ = reply.send(Ok(mine));
+                .increment(ids.len() as u64);
+            let _ = reply.send(Ok(StoredMetrics { rows: v, ids }));
         }
     }
 }
@@ -392,6 +408,8 @@ mod tests {
         ));
         // An empty batch needs no writer.
         assert!(handle.submit_events(vec![]).await.unwrap().is_empty());
+        let none = handle.submit_metrics(vec![]).await.unwrap();
+        assert!(none.rows.is_empty() && none.ids.is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::analytics::audience::{self, Steps, Window};
 use crate::analytics::domain::filter;
 use crate::analytics::domain::{Limits, hours};
 use crate::analytics::export::{Export, Rows};
+use crate::analytics::queue::StoredMetrics;
 use crate::analytics::views::*;
 use crate::analytics::{IngestError, Invalid, NewEvent, NewMetric, queries};
 use crate::http::callers::tighter;
@@ -87,7 +88,7 @@ async fn store_metrics(
     state: &AppState,
     req: &HttpRequest,
     items: Vec<MetricIn>,
-) -> Result<(Vec<crate::analytics::Metric>, Option<Quota>), ApiError> {
+) -> Result<(StoredMetrics, Option<Quota>), ApiError> {
     let mut rows: Vec<NewMetric> = parse_items(state, "metrics", items, MetricIn::parse)?;
     let caller = caller(req);
     let key = caller.as_ref().and_then(|c| c.key_id);
@@ -170,6 +171,7 @@ pub async fn post_metric(
     body: crate::http::body::Json<MetricIn>,
 ) -> Result<HttpResponse, ApiError> {
     let (stored, quota) = store_metrics(&state, &req, vec![body.into_inner()]).await?;
+    let stored = stored.into_metrics();
     Ok(answer(&req, quota, MetricResponse::from(&stored[0])))
 }
 
@@ -193,7 +195,7 @@ pub async fn post_metrics_batch(
     Ok(answer(
         &req,
         quota,
-        BatchResponse::new("metrics", stored.iter().map(|m| m.id)),
+        BatchResponse::new("metrics", stored.ids.iter().copied()),
     ))
 }
 
