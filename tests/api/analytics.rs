@@ -148,22 +148,12 @@ async fn bad_input_is_422_and_stores_nothing() {
             "]".repeat(100_000)
         ),
     ] {
-        let resp = app
-            .post("/analytics/metrics")
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_raw_json("/analytics/metrics", raw).await;
         expect_error(resp, 422).await;
     }
     let resp = app
-        .post("/analytics/events")
-        .header("content-type", "application/json")
-        .body(vec![b' '; 10 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
+        .post_raw_json("/analytics/events", vec![b' '; 10 * 1024 * 1024])
+        .await;
     expect_error(resp, 413).await;
     assert_eq!(app.count("platform_analytics_events").await, 0);
     assert_eq!(app.count("platform_analytics_metrics").await, 0);

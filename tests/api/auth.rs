@@ -146,13 +146,7 @@ async fn register_rejects_bad_input_without_storing() {
         ("not json", 422),
         ("{\"email\": \"a@example.com\"}", 422),
     ] {
-        let resp = app
-            .post("/auth/register")
-            .header("content-type", "application/json")
-            .body(raw)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_raw_json("/auth/register", raw).await;
         expect_error(resp, status).await;
     }
     // 72 bytes is bcrypt's limit, and allowed.
@@ -175,22 +169,10 @@ async fn oversized_deep_and_malformed_bodies_get_4xx_json() {
         "{{\"email\":\"{}\",\"password\":\"password123\"}}",
         "a".repeat(2 * 1024 * 1024)
     );
-    let resp = app
-        .post("/auth/register")
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_raw_json("/auth/register", big).await;
     assert!(expect_error(resp, 413).await.contains("limit"));
     let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-    let resp = app
-        .post("/auth/login")
-        .header("content-type", "application/json")
-        .body(deep)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_raw_json("/auth/login", deep).await;
     expect_error(resp, 422).await;
     let resp = app.post("/auth/login").body("{}").send().await.unwrap();
     expect_error(resp, 422).await;

@@ -186,24 +186,14 @@ async fn unknown_routes_and_methods_answer_json() {
 async fn bodies_must_be_objects_and_urls_free_of_nul() {
     let app = spawn_app().await;
     let resp = app
-        .post("/auth/register")
-        .header("Content-Type", "application/json")
-        .body(r#"["array@example.com", "password123"]"#)
-        .send()
-        .await
-        .unwrap();
+        .post_raw_json("/auth/register", r#"["array@example.com", "password123"]"#)
+        .await;
     assert_eq!(
         expect_error(resp, 422).await,
         "Invalid JSON body: expected an object"
     );
     for body in [r#""text""#, "42", "-1", "1.5", "null", "true", " [ ] "] {
-        let resp = app
-            .post("/analytics/metrics/batch")
-            .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_raw_json("/analytics/metrics/batch", body).await;
         assert_eq!(
             expect_error(resp, 422).await,
             "Invalid JSON body: expected an object",
