@@ -27,11 +27,13 @@ use crate::time::{Grain, now};
 
 const WRITE: &str = r#"
 WITH e AS (
+    -- unnest in the select list hands rows straight to the insert; in FROM,
+    -- a function scan first copied each row into a tuplestore.
     INSERT INTO platform_analytics_events
         (user_id, event_type, event_data, "timestamp", session_id, ip_address, user_agent, event_id, api_key_id)
-    SELECT u, t, d::json, ts, s, ip, ua, eid, k
-    FROM unnest($1::int4[], $2::text[], $3::text[], $4::timestamp[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::int4[]) AS r(u, t, d, ts, s, ip, ua, eid, k)
+    SELECT unnest($1::int4[]), unnest($2::text[]), unnest($3::text[])::json, unnest($4::timestamp[]),
+           unnest($5::text[]), unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
+           unnest($9::int4[])
     RETURNING id, event_id, "timestamp"
 ), event_keys AS (
     -- Into each generation of $50: this month's, and the previous one's in
@@ -84,9 +86,9 @@ WITH e AS (
 ), m AS (
     INSERT INTO platform_analytics_metrics
         (metric_name, metric_value, metric_type, user_id, service_name, endpoint, labels, "timestamp", api_key_id)
-    SELECT n, v, ty, u, sv, ep, l::json, ts, k
-    FROM unnest($18::text[], $19::float8[], $20::text[], $21::int4[], $22::text[], $23::text[],
-                $24::text[], $25::timestamp[], $26::int4[]) AS r(n, v, ty, u, sv, ep, l, ts, k)
+    SELECT unnest($18::text[]), unnest($19::float8[]), unnest($20::text[]), unnest($21::int4[]),
+           unnest($22::text[]), unnest($23::text[]), unnest($24::text[])::json,
+           unnest($25::timestamp[]), unnest($26::int4[])
     RETURNING id
 ), metric_minutes AS (
     INSERT INTO platform_analytics_metric_minutes (bucket, metric_name, endpoint, row_count, value_sum)
